@@ -1,0 +1,254 @@
+/**
+ * The `spawn` wire format: typed payloads, optional message metadata, many records per frame.
+ *
+ * A spawn message is one ZeroMQ frame (after any envelope frames such as a pub/sub topic or a
+ * router identity), or two when a large Buffer travels uncopied in a frame of its own:
+ *
+ *   frame header (8 bytes)  'S' 'R' version(1) flags(1) recordCount(u32 LE)
+ *   record * recordCount    type(u8) metaLength(u32 LE) payloadLength(u32 LE) meta payload
+ *
+ * flags bit 0 (DETACHED): exactly one record, whose payload is the next frame.
+ * `meta` is UTF-8 JSON of the msg properties that travel (whole-msg mode), or empty.
+ *
+ * Decoding is all-or-nothing per frame: a frame that fails any check yields a FrameError and no
+ * records, so a bad peer can never inject half a batch.
+ */
+
+export const MAGIC0 = 0x53; // 'S'
+export const MAGIC1 = 0x52; // 'R'
+export const VERSION = 1;
+export const FRAME_HEADER = 8;
+export const RECORD_HEADER = 9;
+const FLAG_DETACHED = 0x01;
+const KNOWN_FLAGS = FLAG_DETACHED;
+
+export enum PayloadType {
+  Buffer = 0,
+  String = 1,
+  Number = 2,
+  Boolean = 3,
+  Json = 4,
+  Null = 5,
+  Undefined = 6,
+}
+
+/** What travels for one Node-RED message: the payload and, optionally, other properties. */
+export interface WireMessage {
+  payload: unknown;
+  meta?: Record<string, unknown>;
+}
+
+export class FrameError extends Error {
+  readonly code = 'EBADFRAME';
+}
+
+/** A payload turned into bytes: the type tag and either a Buffer or a string to write as UTF-8. */
+export interface EncodedPayload {
+  type: PayloadType;
+  bytes: Buffer;
+}
+
+const EMPTY = Buffer.alloc(0);
+
+export function encodePayload(payload: unknown): EncodedPayload {
+  if (Buffer.isBuffer(payload)) return { type: PayloadType.Buffer, bytes: payload };
+  switch (typeof payload) {
+    case 'string':
+      return { type: PayloadType.String, bytes: Buffer.from(payload, 'utf8') };
+    case 'number': {
+      const b = Buffer.allocUnsafe(8);
+      b.writeDoubleLE(payload, 0);
+      return { type: PayloadType.Number, bytes: b };
+    }
+    case 'boolean':
+      return { type: PayloadType.Boolean, bytes: Buffer.from([payload ? 1 : 0]) };
+    case 'undefined':
+      return { type: PayloadType.Undefined, bytes: EMPTY };
+    default:
+      if (payload === null) return { type: PayloadType.Null, bytes: EMPTY };
+      if (payload instanceof Uint8Array) {
+        return { type: PayloadType.Buffer, bytes: Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength) };
+      }
+      return { type: PayloadType.Json, bytes: Buffer.from(JSON.stringify(payload), 'utf8') };
+  }
+}
+
+export function decodePayload(type: number, bytes: Buffer): unknown {
+  switch (type) {
+    case PayloadType.Buffer:
+      return bytes;
+    case PayloadType.String:
+      return bytes.toString('utf8');
+    case PayloadType.Number:
+      if (bytes.length !== 8) throw new FrameError(`number payload of ${bytes.length} bytes (expected 8)`);
+      return bytes.readDoubleLE(0);
+    case PayloadType.Boolean:
+      if (bytes.length !== 1) throw new FrameError(`boolean payload of ${bytes.length} bytes (expected 1)`);
+      return bytes[0] !== 0;
+    case PayloadType.Json:
+      try {
+        return JSON.parse(bytes.toString('utf8'));
+      } catch (e) {
+        throw new FrameError(`JSON payload does not parse: ${(e as Error).message}`);
+      }
+    case PayloadType.Null:
+      return null;
+    case PayloadType.Undefined:
+      return undefined;
+    default:
+      throw new FrameError(`unknown payload type ${type}`);
+  }
+}
+
+export function encodeMeta(meta: Record<string, unknown> | undefined): Buffer {
+  return meta === undefined ? EMPTY : Buffer.from(JSON.stringify(meta), 'utf8');
+}
+
+/** Size a message takes inside a frame, header included. */
+export function recordSize(metaBytes: Buffer, payload: EncodedPayload): number {
+  return RECORD_HEADER + metaBytes.length + payload.bytes.length;
+}
+
+function writeFrameHeader(target: Buffer, flags: number, count: number): void {
+  target[0] = MAGIC0;
+  target[1] = MAGIC1;
+  target[2] = VERSION;
+  target[3] = flags;
+  target.writeUInt32LE(count, 4);
+}
+
+function writeRecordHeader(target: Buffer, at: number, type: PayloadType, metaLength: number, payloadLength: number): number {
+  target[at] = type;
+  target.writeUInt32LE(metaLength, at + 1);
+  target.writeUInt32LE(payloadLength, at + 5);
+  return at + RECORD_HEADER;
+}
+
+/**
+ * A frame being filled with records. Records are copied into one growing buffer so a sealed
+ * batch is a single allocation handed to ZeroMQ.
+ */
+export class BatchWriter {
+  private buf: Buffer;
+  private used = FRAME_HEADER;
+  count = 0;
+
+  constructor(private readonly capacity: number) {
+    this.buf = Buffer.allocUnsafe(capacity);
+  }
+
+  get size(): number {
+    return this.used;
+  }
+
+  /** True when a record of `bytes` would still fit (a first record always fits: the batch grows). */
+  fits(bytes: number): boolean {
+    return this.count === 0 || this.used + bytes <= this.capacity;
+  }
+
+  add(meta: Buffer, payload: EncodedPayload): void {
+    const need = this.used + RECORD_HEADER + meta.length + payload.bytes.length;
+    if (need > this.buf.length) {
+      const bigger = Buffer.allocUnsafe(Math.max(need, this.buf.length * 2));
+      this.buf.copy(bigger, 0, 0, this.used);
+      this.buf = bigger;
+    }
+    let at = writeRecordHeader(this.buf, this.used, payload.type, meta.length, payload.bytes.length);
+    at += meta.copy(this.buf, at);
+    at += payload.bytes.copy(this.buf, at);
+    this.used = at;
+    this.count++;
+  }
+
+  /** The finished frame; the writer is reset for the next batch. */
+  seal(): Buffer {
+    writeFrameHeader(this.buf, 0, this.count);
+    const frame = this.buf.subarray(0, this.used);
+    this.buf = Buffer.allocUnsafe(this.capacity);
+    this.used = FRAME_HEADER;
+    this.count = 0;
+    return frame;
+  }
+}
+
+/** One message as its own frame(s); a large payload is left in a frame of its own, uncopied. */
+export function encodeSingle(meta: Buffer, payload: EncodedPayload, detachAbove: number): Buffer[] {
+  if (payload.bytes.length >= detachAbove) {
+    const head = Buffer.allocUnsafe(FRAME_HEADER + RECORD_HEADER + meta.length);
+    writeFrameHeader(head, FLAG_DETACHED, 1);
+    const at = writeRecordHeader(head, FRAME_HEADER, payload.type, meta.length, payload.bytes.length);
+    meta.copy(head, at);
+    return [head, payload.bytes];
+  }
+  const w = new BatchWriter(FRAME_HEADER + RECORD_HEADER + meta.length + payload.bytes.length);
+  w.add(meta, payload);
+  return [w.seal()];
+}
+
+/**
+ * Decode a spawn message from its frames (envelope frames already removed), refusing payloads
+ * over `maxPayload` bytes (0: no limit). Throws FrameError describing the first problem found.
+ */
+export function decodeFrames(frames: Buffer[], maxPayload = 0): WireMessage[] {
+  if (frames.length === 0) throw new FrameError('empty message');
+  const head = frames[0];
+  if (head.length < FRAME_HEADER) throw new FrameError(`frame of ${head.length} bytes is shorter than the 8-byte header`);
+  if (head[0] !== MAGIC0 || head[1] !== MAGIC1) {
+    throw new FrameError(`bad magic 0x${head.subarray(0, 2).toString('hex')} (expected 0x5352 "SR"; is the sender using the raw format?)`);
+  }
+  if (head[2] !== VERSION) throw new FrameError(`unsupported version ${head[2]} (this node speaks version ${VERSION})`);
+  const flags = head[3];
+  if ((flags & ~KNOWN_FLAGS) !== 0) throw new FrameError(`unknown flags 0x${flags.toString(16)}`);
+  const count = head.readUInt32LE(4);
+  const detached = (flags & FLAG_DETACHED) !== 0;
+  if (count === 0) throw new FrameError('frame holds no records');
+  if (detached && count !== 1) throw new FrameError(`detached payload with ${count} records (expected 1)`);
+  if (frames.length !== (detached ? 2 : 1)) {
+    throw new FrameError(`${frames.length} frames where ${detached ? 2 : 1} expected`);
+  }
+  // A record needs at least its header: reject impossible counts before allocating anything.
+  if (count > (head.length - FRAME_HEADER) / RECORD_HEADER) {
+    throw new FrameError(`frame claims ${count} records but has only ${head.length} bytes`);
+  }
+  const out: WireMessage[] = new Array(count);
+  let at = FRAME_HEADER;
+  for (let i = 0; i < count; i++) {
+    if (at + RECORD_HEADER > head.length) throw new FrameError(`record ${i + 1} of ${count} is truncated`);
+    const type = head[at];
+    const metaLength = head.readUInt32LE(at + 1);
+    const payloadLength = head.readUInt32LE(at + 5);
+    at += RECORD_HEADER;
+    if (maxPayload > 0 && payloadLength > maxPayload) {
+      throw new FrameError(`message of ${payloadLength} bytes is over the maximum message size of ${maxPayload} bytes`);
+    }
+    const inlinePayload = detached ? 0 : payloadLength;
+    if (at + metaLength + inlinePayload > head.length) {
+      throw new FrameError(`record ${i + 1} of ${count} declares ${metaLength + payloadLength} bytes beyond the frame's end`);
+    }
+    let meta: Record<string, unknown> | undefined;
+    if (metaLength > 0) {
+      try {
+        meta = JSON.parse(head.toString('utf8', at, at + metaLength));
+      } catch (e) {
+        throw new FrameError(`record ${i + 1} metadata does not parse: ${(e as Error).message}`);
+      }
+      if (meta === null || typeof meta !== 'object' || Array.isArray(meta)) {
+        throw new FrameError(`record ${i + 1} metadata is not an object`);
+      }
+      at += metaLength;
+    }
+    let bytes: Buffer;
+    if (detached) {
+      bytes = frames[1];
+      if (bytes.length !== payloadLength) {
+        throw new FrameError(`detached payload of ${bytes.length} bytes, header says ${payloadLength}`);
+      }
+    } else {
+      bytes = head.subarray(at, at + payloadLength);
+      at += payloadLength;
+    }
+    out[i] = { payload: decodePayload(type, bytes), meta };
+  }
+  if (at !== head.length) throw new FrameError(`${head.length - at} trailing bytes after ${count} records`);
+  return out;
+}

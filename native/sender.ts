@@ -1,0 +1,245 @@
+import {
+  BatchWriter,
+  encodeMeta,
+  encodePayload,
+  encodeSingle,
+  EncodedPayload,
+  recordSize,
+  WireMessage,
+} from './codec';
+import { errorText, StreamError } from './errors';
+
+/**
+ * The sending half of every transport: an ordered queue of messages, encoded when they arrive,
+ * handed to the transport one frame set at a time. Independent of ZeroMQ so that the QUIC and
+ * RDMA transports reuse the same batching, limits and backpressure.
+ *
+ * Batching is adaptive, not timed: messages that arrive within one turn of the event loop (Node-RED
+ * delivers each message in its own setImmediate) go out together, and while the transport is busy
+ * the next batch keeps filling. An idle sender therefore adds at most one loop turn of latency.
+ */
+
+export type Format = 'spawn' | 'raw';
+
+export interface SenderOptions {
+  format: Format;
+  /** Batch small messages into one frame (spawn format only). */
+  batch: boolean;
+  /** Seal a batch once it reaches this many bytes. */
+  batchBytes: number;
+  /** Payloads at least this large travel uncopied in a frame of their own. */
+  detachBytes: number;
+  /** Largest accepted payload in bytes; 0 for no limit. */
+  maxMessageSize: number;
+  /** Queued messages above which backpressure is reported. */
+  highWater: number;
+  /** Queued messages at which new messages are refused (with an error, so nothing is silently lost). */
+  queueLimit: number;
+  /** Frames put before each message: a pub/sub topic or a router identity. */
+  envelope: boolean;
+}
+
+export interface OutgoingMessage extends WireMessage {
+  /** Topic (pub) or identity (router); batched messages share one. */
+  key?: Buffer;
+}
+
+/** Called once per message: without an error when the transport took it, with one when it did not. */
+export type SendCallback = (err?: StreamError) => void;
+
+/** Hands one message's frames to the wire; resolves when the transport has accepted them. */
+export type Transmit = (frames: Buffer[]) => Promise<void>;
+
+export interface SenderEvents {
+  /** Queue crossed the high-water mark (on) or drained below half of it (off). */
+  backpressure(on: boolean, queued: number): void;
+}
+
+interface Entry {
+  key: Buffer | undefined;
+  meta: Buffer;
+  payload: EncodedPayload | null; // spawn format
+  raw: Buffer[] | null; // raw format
+  size: number;
+  cb: SendCallback;
+}
+
+const EMPTY_KEY = Buffer.alloc(0);
+
+export function rawFrames(payload: unknown): Buffer[] {
+  if (Array.isArray(payload) && payload.length > 0 && payload.every((p) => Buffer.isBuffer(p))) return payload;
+  if (Buffer.isBuffer(payload)) return [payload];
+  if (typeof payload === 'string') return [Buffer.from(payload, 'utf8')];
+  if (payload === undefined || payload === null) return [Buffer.alloc(0)];
+  if (typeof payload === 'object') return [Buffer.from(JSON.stringify(payload), 'utf8')];
+  return [Buffer.from(String(payload), 'utf8')];
+}
+
+export class Sender {
+  private queue: Entry[] = [];
+  private head = 0;
+  private scheduled = false;
+  private pumping = false;
+  private inBackpressure = false;
+  private closed = false;
+  private idleWaiters: Array<() => void> = [];
+  sentMessages = 0;
+  sentBytes = 0;
+
+  constructor(
+    private readonly opts: SenderOptions,
+    private readonly transmit: Transmit,
+    private readonly events: SenderEvents,
+  ) {}
+
+  get queued(): number {
+    return this.queue.length - this.head;
+  }
+
+  /** Queue a message. Problems known up front (size, encoding, full queue) are reported at once. */
+  send(msg: OutgoingMessage, cb: SendCallback): void {
+    if (this.closed) return cb(new StreamError('ECLOSED', 'the node is closing; message not sent'));
+    if (this.queued >= this.opts.queueLimit) {
+      return cb(
+        new StreamError(
+          'EQUEUEFULL',
+          `queue full: ${this.queued} messages wait for the peers (queue limit ${this.opts.queueLimit}); message refused`,
+        ),
+      );
+    }
+    let entry: Entry;
+    try {
+      entry = this.encode(msg, cb);
+    } catch (e) {
+      return cb(e instanceof StreamError ? e : new StreamError('EENCODE', `payload cannot be encoded: ${errorText(e)}`));
+    }
+    const max = this.opts.maxMessageSize;
+    if (max > 0 && entry.size > max) {
+      return cb(new StreamError('EMSGSIZE', `message of ${entry.size} bytes is over the maximum message size of ${max} bytes`));
+    }
+    this.queue.push(entry);
+    if (!this.inBackpressure && this.queued > this.opts.highWater) {
+      this.inBackpressure = true;
+      this.events.backpressure(true, this.queued);
+    }
+    this.schedule();
+  }
+
+  private encode(msg: OutgoingMessage, cb: SendCallback): Entry {
+    const meta = encodeMeta(msg.meta);
+    if (this.opts.format === 'raw') {
+      const raw = rawFrames(msg.payload);
+      let size = 0;
+      for (const f of raw) size += f.length;
+      return { key: msg.key, meta, payload: null, raw, size, cb };
+    }
+    const payload = encodePayload(msg.payload);
+    return { key: msg.key, meta, payload, raw: null, size: payload.bytes.length, cb };
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.pumping) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      void this.pump();
+    });
+  }
+
+  /** Takes the next frame set off the queue: one message, or a batch of consecutive small ones. */
+  private take(): { frames: Buffer[]; entries: Entry[] } {
+    const first = this.queue[this.head++];
+    const envelope = this.opts.envelope ? [first.key ?? EMPTY_KEY] : [];
+    if (first.raw) {
+      // Raw pub with no topic sends the bare payload, as a plain ZeroMQ publisher would.
+      const env = first.key && first.key.length > 0 ? envelope : [];
+      return { frames: [...env, ...first.raw], entries: [first] };
+    }
+    const payload = first.payload!;
+    const single = recordSize(first.meta, payload);
+    if (!this.opts.batch || payload.bytes.length >= this.opts.detachBytes || single >= this.opts.batchBytes) {
+      return { frames: [...envelope, ...encodeSingle(first.meta, payload, this.opts.detachBytes)], entries: [first] };
+    }
+    const writer = new BatchWriter(Math.min(this.opts.batchBytes, 1 << 20));
+    writer.add(first.meta, payload);
+    const entries = [first];
+    while (this.head < this.queue.length) {
+      const next = this.queue[this.head];
+      if (!sameKey(first.key, next.key) || next.raw) break;
+      const size = recordSize(next.meta, next.payload!);
+      if (next.payload!.bytes.length >= this.opts.detachBytes || writer.size + size > this.opts.batchBytes) break;
+      writer.add(next.meta, next.payload!);
+      entries.push(next);
+      this.head++;
+    }
+    return { frames: [...envelope, writer.seal()], entries };
+  }
+
+  private async pump(): Promise<void> {
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      while (this.head < this.queue.length) {
+        const { frames, entries } = this.take();
+        this.compact();
+        let failure: StreamError | undefined;
+        try {
+          await this.transmit(frames);
+        } catch (e) {
+          failure = e instanceof StreamError ? e : new StreamError('ESEND', `send failed: ${errorText(e)}`);
+        }
+        if (!failure) {
+          this.sentMessages += entries.length;
+          for (const f of frames) this.sentBytes += f.length;
+        }
+        for (const entry of entries) entry.cb(failure);
+        if (this.inBackpressure && this.queued <= this.opts.highWater / 2) {
+          this.inBackpressure = false;
+          this.events.backpressure(false, this.queued);
+        }
+      }
+    } finally {
+      this.pumping = false;
+    }
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  /** Drop consumed entries from the front now and then, so the queue array does not grow forever. */
+  private compact(): void {
+    if (this.head > 4096 && this.head * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.head);
+      this.head = 0;
+    }
+  }
+
+  /** Resolves when everything queued so far has been handed to the transport, or after `ms`. */
+  drain(ms: number): Promise<boolean> {
+    if (this.queued === 0 && !this.pumping) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(this.queued === 0 && !this.pumping), ms);
+      this.idleWaiters.push(() => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
+  }
+
+  /** Refuse further messages and fail the ones still queued; returns how many were failed. */
+  close(reason: string): number {
+    this.closed = true;
+    const left = this.queue.slice(this.head);
+    this.queue = [];
+    this.head = 0;
+    const err = new StreamError('ECLOSED', reason);
+    for (const entry of left) entry.cb(err);
+    return left.length;
+  }
+}
+
+function sameKey(a: Buffer | undefined, b: Buffer | undefined): boolean {
+  if (a === b) return true;
+  if (!a || !b) return false;
+  return a.equals(b);
+}

@@ -1,0 +1,345 @@
+import * as zmq from 'zeromq';
+import { WireMessage } from './codec';
+import { formatEndpoint, parseEndpoint } from './endpoint';
+import { errorText, StreamError } from './errors';
+import { decodeReceived } from './receiver';
+import { Format, OutgoingMessage, SendCallback, Sender } from './sender';
+
+/**
+ * The six ZeroMQ patterns behind one small interface: a stream that sends (push, pub, router,
+ * dealer), receives (pull, sub, router, dealer), reports its peers and problems, and closes
+ * without losing what it was given (within the linger bound).
+ */
+
+export type Pattern = 'push' | 'pull' | 'pub' | 'sub' | 'router' | 'dealer';
+
+export const SENDS: Record<Pattern, boolean> = { push: true, pull: false, pub: true, sub: false, router: true, dealer: true };
+export const RECEIVES: Record<Pattern, boolean> = { push: false, pull: true, pub: false, sub: true, router: true, dealer: true };
+/** Patterns whose messages carry an envelope frame: the topic (pub/sub) or the peer identity (router). */
+const ENVELOPE: Record<Pattern, boolean> = { push: false, pull: false, pub: true, sub: true, router: true, dealer: false };
+
+export interface ZmqStreamConfig {
+  pattern: Pattern;
+  format: Format;
+  /** Endpoints to bind (`tcp://addr:port`). */
+  bind: string[];
+  /** Endpoints to connect to. */
+  connect: string[];
+  /** ZeroMQ high-water mark, and the queue length past which backpressure is reported. */
+  highWater: number;
+  /** Queued messages at which new ones are refused with EQUEUEFULL. */
+  queueLimit: number;
+  /** Largest payload in bytes; 0 for no limit. */
+  maxMessageSize: number;
+  /** Milliseconds between reconnection attempts. */
+  reconnectMs: number;
+  /** Batch small messages (spawn format). */
+  batch: boolean;
+  /** Bytes at which a batch is sealed (default 64 KiB). */
+  batchBytes?: number;
+  /** Subscription prefixes (sub); none means everything. */
+  topics?: string[];
+  /** Routing id of this socket as seen by a router (dealer). */
+  identity?: string;
+  /** Milliseconds without peers, while something waits, before ENOPEER is reported (default 5000). */
+  noPeerMs?: number;
+}
+
+export type StreamState = 'connecting' | 'ready' | 'error';
+
+export interface StreamStatus {
+  state: StreamState;
+  peers: number;
+  /** Short text for a node status: what is happening, with the endpoint. */
+  text: string;
+}
+
+export interface ZmqStreamHandlers {
+  message(msg: WireMessage, key: Buffer | undefined): void;
+  status(status: StreamStatus): void;
+  problem(err: StreamError): void;
+  backpressure?(on: boolean, queued: number): void;
+}
+
+export interface StreamStats {
+  sentMessages: number;
+  sentBytes: number;
+  receivedMessages: number;
+  receivedBytes: number;
+  queued: number;
+}
+
+export interface ZmqStream {
+  send(msg: OutgoingMessage, cb: SendCallback): void;
+  readonly peers: number;
+  stats(): StreamStats;
+  /** Flush what is queued (at most `lingerMs`), then close. Resolves with the messages left undelivered. */
+  close(lingerMs: number): Promise<number>;
+}
+
+const DEFAULT_BATCH_BYTES = 64 * 1024;
+const DETACH_BYTES = 16 * 1024;
+/** Receive turns between yields to the event loop, so downstream nodes run and backpressure reaches the sender. */
+const YIELD_EVERY = 512;
+
+function createSocket(cfg: ZmqStreamConfig): zmq.Socket {
+  const common = {
+    ...(SENDS[cfg.pattern] ? { sendHighWaterMark: cfg.highWater } : {}),
+    ...(RECEIVES[cfg.pattern] ? { receiveHighWaterMark: cfg.highWater } : {}),
+    reconnectInterval: cfg.reconnectMs,
+    linger: 0, // set for real at close, once our own queue has drained
+    // Memory guard in libzmq; the decoder gives the clear per-message error below this bound.
+    maxMessageSize: cfg.maxMessageSize > 0 ? cfg.maxMessageSize + (cfg.batchBytes ?? DEFAULT_BATCH_BYTES) + 4096 : -1,
+  };
+  switch (cfg.pattern) {
+    case 'push':
+      return new zmq.Push(common);
+    case 'pull':
+      return new zmq.Pull(common);
+    case 'pub':
+      return new zmq.Publisher(common);
+    case 'sub':
+      return new zmq.Subscriber(common);
+    case 'router':
+      // mandatory: a reply to an unknown identity fails loudly instead of vanishing.
+      return new zmq.Router({ ...common, mandatory: true, ...(cfg.identity ? { routingId: cfg.identity } : {}) });
+    case 'dealer':
+      return new zmq.Dealer({ ...common, ...(cfg.identity ? { routingId: cfg.identity } : {}) });
+  }
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
+
+export function openZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamHandlers): ZmqStream {
+  const socket = createSocket(cfg);
+  const batchBytes = cfg.batchBytes ?? DEFAULT_BATCH_BYTES;
+  let closed = false;
+  let peers = 0;
+  let bound = cfg.bind.length === 0;
+  let lastError: string | undefined;
+  let receivedMessages = 0;
+  let receivedBytes = 0;
+  const bindEndpoints: string[] = [];
+  const connectEndpoints: string[] = [];
+
+  for (const [list, role, out] of [
+    [cfg.bind, 'bind', bindEndpoints],
+    [cfg.connect, 'connect', connectEndpoints],
+  ] as const) {
+    for (const text of list) {
+      try {
+        out.push(formatEndpoint(parseEndpoint(text, role)));
+      } catch (e) {
+        lastError = errorText(e);
+        queueMicrotask(() => handlers.problem(e as StreamError));
+      }
+    }
+  }
+  const where = [...bindEndpoints, ...connectEndpoints].join(', ') || '(no endpoint)';
+
+  const report = () => {
+    if (closed) return;
+    let status: StreamStatus;
+    if (lastError) status = { state: 'error', peers, text: lastError };
+    else if (!bound) status = { state: 'connecting', peers, text: `binding ${bindEndpoints.join(', ')}` };
+    else if (peers === 0) {
+      status = {
+        state: 'connecting',
+        peers,
+        text: bindEndpoints.length ? `waiting for peers on ${bindEndpoints.join(', ')}` : `connecting to ${connectEndpoints.join(', ')}`,
+      };
+    } else status = { state: 'ready', peers, text: `${peers} peer${peers === 1 ? '' : 's'}` };
+    handlers.status(status);
+  };
+
+  const sender = new Sender(
+    {
+      format: cfg.format,
+      batch: cfg.batch && cfg.format === 'spawn',
+      batchBytes,
+      detachBytes: DETACH_BYTES,
+      maxMessageSize: cfg.maxMessageSize,
+      highWater: cfg.highWater,
+      queueLimit: cfg.queueLimit,
+      envelope: ENVELOPE[cfg.pattern],
+    },
+    async (frames) => {
+      try {
+        await (socket as zmq.Push).send(frames);
+      } catch (e) {
+        const code = (e as { code?: string }).code;
+        if (code === 'EHOSTUNREACH') {
+          throw new StreamError('EHOSTUNREACH', `no peer with identity ${describeKey(frames[0])} is connected to ${where}`);
+        }
+        throw new StreamError(closed ? 'ECLOSED' : 'ESEND', `send on ${where} failed: ${errorText(e)}`);
+      }
+    },
+    { backpressure: (on, queued) => handlers.backpressure?.(on, queued) },
+  );
+
+  // Peer accounting from ZeroMQ's socket monitor. Garbage peers accept and then disconnect, so the
+  // count returns to where it was; their broken handshakes are reported.
+  const events = socket.events;
+  const peerUp = () => {
+    peers++;
+    noPeerReported = false;
+    report();
+  };
+  events.on('accept', peerUp);
+  events.on('connect', peerUp);
+  events.on('disconnect', () => {
+    peers = Math.max(0, peers - 1);
+    report();
+  });
+  const handshakeError = (ev: { address: string; error: Error }) =>
+    handlers.problem(new StreamError('EPROTO', `a peer on ${ev.address} broke the ZeroMQ handshake (${errorText(ev.error)}): not a ZeroMQ peer, or garbage bytes; connection dropped`));
+  events.on('handshake:error:protocol', handshakeError);
+  events.on('handshake:error:other', handshakeError);
+
+  // ENOPEER: something waits (a queued message, or an input with nowhere to connect) and no peer came.
+  let noPeerReported = false;
+  let waitingSince = Date.now();
+  const noPeerMs = cfg.noPeerMs ?? 5000;
+  const watchdog = setInterval(() => {
+    if (closed || peers > 0 || !bound || lastError) {
+      waitingSince = Date.now();
+      return;
+    }
+    const waiting = SENDS[cfg.pattern] && cfg.pattern !== 'pub' ? sender.queued > 0 : connectEndpoints.length > 0;
+    if (!waiting) {
+      waitingSince = Date.now();
+      return;
+    }
+    if (!noPeerReported && Date.now() - waitingSince >= noPeerMs) {
+      noPeerReported = true;
+      const what = sender.queued > 0 ? `${sender.queued} message${sender.queued === 1 ? '' : 's'} wait; ` : '';
+      handlers.problem(new StreamError('ENOPEER', `no peer connected to ${where} after ${Math.round(noPeerMs / 1000)} s; ${what}still trying`));
+    }
+  }, Math.min(1000, Math.max(50, noPeerMs / 4)));
+  watchdog.unref();
+
+  async function bindAll(): Promise<void> {
+    let backoff = 500;
+    for (const ep of bindEndpoints) {
+      for (;;) {
+        if (closed) return;
+        try {
+          await socket.bind(ep);
+          if (lastError) {
+            lastError = undefined;
+          }
+          break;
+        } catch (e) {
+          if (closed) return;
+          const code = (e as { code?: string }).code;
+          const err =
+            code === 'EADDRINUSE'
+              ? new StreamError('EADDRINUSE', `cannot bind ${ep}: address already in use (another node or program listens on that port); retrying`)
+              : new StreamError('EBIND', `cannot bind ${ep}: ${errorText(e)}; retrying`);
+          lastError = err.message;
+          handlers.problem(err);
+          report();
+          await sleep(backoff);
+          backoff = Math.min(backoff * 2, 10_000);
+        }
+      }
+    }
+    bound = true;
+    report();
+  }
+
+  async function receiveLoop(): Promise<void> {
+    const opts = {
+      format: cfg.format,
+      envelope: ENVELOPE[cfg.pattern] ? (1 as const) : (0 as const),
+      optionalEnvelope: cfg.pattern === 'sub' && cfg.format === 'raw',
+      maxMessageSize: cfg.maxMessageSize,
+    };
+    let sinceYield = 0;
+    while (!closed) {
+      let frames: Buffer[];
+      try {
+        frames = await (socket as zmq.Pull).receive();
+      } catch (e) {
+        if (closed) return;
+        handlers.problem(new StreamError('ESEND', `receive on ${where} failed: ${errorText(e)}`));
+        await sleep(100);
+        continue;
+      }
+      let got;
+      try {
+        got = decodeReceived(frames, opts);
+      } catch (e) {
+        handlers.problem(new StreamError('EBADFRAME', `dropped a malformed message from a peer of ${where}: ${errorText(e)}`));
+        continue;
+      }
+      receivedBytes += got.bytes;
+      receivedMessages += got.messages.length;
+      for (const m of got.messages) handlers.message(m, got.key);
+      sinceYield += got.messages.length;
+      if (sinceYield >= YIELD_EVERY) {
+        sinceYield = 0;
+        await new Promise<void>((r) => setImmediate(r));
+      }
+    }
+  }
+
+  async function start(): Promise<void> {
+    report();
+    await bindAll();
+    if (closed) return;
+    for (const ep of connectEndpoints) {
+      try {
+        socket.connect(ep);
+      } catch (e) {
+        lastError = `cannot connect to ${ep}: ${errorText(e)}`;
+        handlers.problem(new StreamError('EENDPOINT', lastError));
+      }
+    }
+    if (cfg.pattern === 'sub') {
+      const topics = cfg.topics ?? [];
+      if (topics.length === 0) (socket as zmq.Subscriber).subscribe();
+      else (socket as zmq.Subscriber).subscribe(...topics);
+    }
+    report();
+    if (RECEIVES[cfg.pattern]) void receiveLoop();
+  }
+  const started = start();
+
+  return {
+    send(msg, cb) {
+      if (!bound && !closed) {
+        // Sends wait in the queue; ZeroMQ refuses a send while a bind is in progress.
+        void started.then(() => sender.send(msg, cb));
+        return;
+      }
+      sender.send(msg, cb);
+    },
+    get peers() {
+      return peers;
+    },
+    stats: () => ({
+      sentMessages: sender.sentMessages,
+      sentBytes: sender.sentBytes,
+      receivedMessages,
+      receivedBytes,
+      queued: sender.queued,
+    }),
+    async close(lingerMs) {
+      const drained = await sender.drain(lingerMs);
+      closed = true;
+      clearInterval(watchdog);
+      const undelivered = drained ? 0 : sender.close(`the node closed before this message could be sent to ${where}`);
+      // What ZeroMQ itself still holds gets the rest of the linger time.
+      socket.linger = drained ? Math.max(lingerMs, 0) : 0;
+      await started.catch(() => undefined);
+      socket.close();
+      return undelivered;
+    },
+  };
+}
+
+function describeKey(key: Buffer | undefined): string {
+  if (!key) return '(none)';
+  return /^[\x20-\x7e]+$/.test(key.toString('latin1')) ? `"${key.toString('latin1')}"` : `0x${key.toString('hex')}`;
+}

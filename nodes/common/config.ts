@@ -1,0 +1,116 @@
+import type { NodeDef } from 'node-red';
+import { splitList } from '../../native/endpoint';
+import { Format } from '../../native/sender';
+import { Pattern, SENDS, ZmqStreamConfig } from '../../native/zmq';
+
+/**
+ * The properties a pattern node stores in the flow, as the editor writes them (numbers may arrive
+ * as strings), and their translation into a transport configuration.
+ */
+export interface PatternNodeDef extends NodeDef {
+  format?: Format;
+  wholeMsg?: boolean;
+  batch?: boolean;
+  /** `bind` or `connect`; by default output-side nodes bind and input-side nodes connect. */
+  connection?: 'bind' | 'connect' | '';
+  /** Bind address (`*` for every interface) and port. */
+  addr?: string;
+  port?: number | string;
+  /** Endpoints to connect to: `tcp://host:port`, separated by commas, spaces or new lines. */
+  endpoints?: string;
+  /** Upstream stage whose instances to connect to (resolved by the launcher; see issue 3). */
+  sourceStage?: string;
+  hwm?: number | string;
+  queueLimit?: number | string;
+  linger?: number | string;
+  maxMessageSize?: number | string;
+  reconnect?: number | string;
+  /** pub: `msg` takes msg.topic, `fixed` sends `topic` always. */
+  topicMode?: 'msg' | 'fixed';
+  /** pub: the fixed topic; sub: the subscribed prefixes (a list). */
+  topic?: string;
+  topics?: string;
+  /** dealer: routing id presented to routers. */
+  identity?: string;
+}
+
+/** Output-side patterns bind by default: they are the stage's data_output. */
+export const BINDS_BY_DEFAULT: Record<Pattern, boolean> = {
+  push: true,
+  pub: true,
+  router: true,
+  pull: false,
+  sub: false,
+  dealer: false,
+};
+
+export const DEFAULTS = {
+  format: 'spawn' as Format,
+  port: 5555,
+  addr: '*',
+  hwm: 1000,
+  queueLimit: 100_000,
+  linger: 5000,
+  maxMessageSize: 256 * 1024 * 1024,
+  reconnect: 100,
+};
+
+export class ConfigError extends Error {}
+
+function int(value: unknown, fallback: number, field: string, min: number, max: number): number {
+  if (value === undefined || value === null || value === '') return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new ConfigError(`${field} "${String(value)}" must be a whole number from ${min} to ${max}`);
+  }
+  return n;
+}
+
+export function bindsFor(pattern: Pattern, def: PatternNodeDef): boolean {
+  if (def.connection === 'bind') return true;
+  if (def.connection === 'connect') return false;
+  return BINDS_BY_DEFAULT[pattern];
+}
+
+/** Translate a node's stored properties; throws ConfigError naming the field at fault. */
+export function streamConfig(pattern: Pattern, def: PatternNodeDef): ZmqStreamConfig {
+  const format = def.format || DEFAULTS.format;
+  if (format !== 'spawn' && format !== 'raw') throw new ConfigError(`format "${format}" must be "spawn" or "raw"`);
+  const binds = bindsFor(pattern, def);
+  const bind: string[] = [];
+  const connect: string[] = [];
+  if (binds) {
+    const port = int(def.port, DEFAULTS.port, 'port', 1, 65535);
+    const addr = (def.addr || DEFAULTS.addr).trim();
+    bind.push(`tcp://${addr}:${port}`);
+  } else {
+    connect.push(...splitList(def.endpoints));
+    if (connect.length === 0) {
+      throw new ConfigError(
+        def.sourceStage
+          ? `source stage "${def.sourceStage}" is resolved by the launcher; to run in the editor, give endpoints too`
+          : 'endpoints: give at least one endpoint to connect to, such as tcp://127.0.0.1:5555',
+      );
+    }
+  }
+  const hwm = int(def.hwm, DEFAULTS.hwm, 'high-water mark', 1, 10_000_000);
+  return {
+    pattern,
+    format,
+    bind,
+    connect,
+    highWater: hwm,
+    queueLimit: Math.max(hwm, int(def.queueLimit, DEFAULTS.queueLimit, 'queue limit', 1, 100_000_000)),
+    maxMessageSize: int(def.maxMessageSize, DEFAULTS.maxMessageSize, 'maximum message size', 0, 2 ** 31 - 1),
+    reconnectMs: int(def.reconnect, DEFAULTS.reconnect, 'reconnect interval', 1, 3_600_000),
+    batch: def.batch !== false,
+    topics: pattern === 'sub' ? splitList(def.topics) : undefined,
+    identity: pattern === 'dealer' && def.identity ? def.identity : undefined,
+  };
+}
+
+export function lingerMs(def: PatternNodeDef): number {
+  return int(def.linger, DEFAULTS.linger, 'linger', 0, 600_000);
+}
+
+export { SENDS };

@@ -1,0 +1,116 @@
+import type { Node, NodeAPI, NodeMessage, NodeMessageInFlow } from 'node-red';
+import { WireMessage } from '../../native/codec';
+import { StreamError } from '../../native/errors';
+import { OutgoingMessage } from '../../native/sender';
+import { openZmqStream, Pattern, RECEIVES, SENDS, StreamStatus, ZmqStream } from '../../native/zmq';
+import { ConfigError, lingerMs, PatternNodeDef, streamConfig } from './config';
+import { ProblemReporter } from './problems';
+
+/**
+ * One implementation for the six ZeroMQ pattern nodes: a thin adapter between Node-RED messages
+ * and a transport stream from native/. The pattern decides which half exists (send, receive or
+ * both) and what the envelope means (pub/sub topic, router identity).
+ */
+
+type Msg = NodeMessage & Record<string, unknown>;
+
+/** Properties Node-RED owns or that travel in the envelope instead of the metadata. */
+const NOT_META = new Set(['_msgid', 'payload']);
+
+function metaOf(msg: Msg): Record<string, unknown> {
+  const meta: Record<string, unknown> = {};
+  for (const k of Object.keys(msg)) if (!NOT_META.has(k)) meta[k] = msg[k];
+  return meta;
+}
+
+function toKey(value: unknown): Buffer | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (Buffer.isBuffer(value)) return value;
+  if (value instanceof Uint8Array) return Buffer.from(value);
+  // An identity that went through JSON (e.g. whole-msg mode, or a file) comes back as {type,data}.
+  if (typeof value === 'object' && (value as { type?: unknown }).type === 'Buffer' && Array.isArray((value as { data?: unknown }).data)) {
+    return Buffer.from((value as { data: number[] }).data);
+  }
+  return Buffer.from(String(value), 'utf8');
+}
+
+export function registerPatternNode(RED: NodeAPI, pattern: Pattern): void {
+  function PatternNode(this: Node, def: PatternNodeDef) {
+    RED.nodes.createNode(this, def);
+    const node = this;
+    const problems = new ProblemReporter(node);
+    const wholeMsg = def.wholeMsg === true;
+    const fixedTopic = def.topicMode === 'fixed' ? def.topic ?? '' : undefined;
+
+    let stream: ZmqStream;
+    let linger: number;
+    try {
+      stream = openZmqStream(streamConfig(pattern, def), {
+        message: (m, key) => node.send(toNodeMessage(m, key)),
+        status: (s) => showStatus(s),
+        problem: (e) => problems.report(e),
+        backpressure: (on, queued) => {
+          if (on) node.warn(`backpressure: ${queued} messages wait for the peers (high-water mark ${def.hwm ?? 'default'}); input messages are held in order`);
+          backpressured = on;
+          showStatus(lastStatus);
+        },
+      });
+      linger = lingerMs(def);
+    } catch (e) {
+      const text = e instanceof ConfigError || e instanceof StreamError ? e.message : String(e);
+      node.status({ fill: 'red', shape: 'ring', text });
+      node.error(`configuration: ${text}`);
+      return;
+    }
+
+    let backpressured = false;
+    let lastStatus: StreamStatus = { state: 'connecting', peers: 0, text: 'starting' };
+    function showStatus(s: StreamStatus) {
+      lastStatus = s;
+      if (s.state === 'error') node.status({ fill: 'red', shape: 'ring', text: s.text });
+      else if (s.state === 'connecting') node.status({ fill: 'yellow', shape: 'ring', text: s.text });
+      else node.status({ fill: backpressured ? 'yellow' : 'green', shape: 'dot', text: backpressured ? `${s.text}, backpressure` : s.text });
+    }
+
+    function toNodeMessage(m: WireMessage, key: Buffer | undefined): NodeMessage {
+      const msg: Msg = m.meta ? { ...m.meta, payload: m.payload } : { payload: m.payload };
+      if (pattern === 'sub' && key) msg.topic = key.toString('utf8');
+      if (pattern === 'router') msg.identity = key;
+      return msg;
+    }
+
+    if (SENDS[pattern]) {
+      node.on('input', (msgIn: NodeMessageInFlow, _send, done) => {
+        const msg = msgIn as Msg;
+        let key: Buffer | undefined;
+        if (pattern === 'pub') key = toKey(fixedTopic ?? msg.topic ?? '');
+        else if (pattern === 'router') {
+          key = toKey(msg.identity);
+          if (!key || key.length === 0) {
+            done(new Error('msg.identity is missing: a router reply goes to the identity that came with the request it answers'));
+            return;
+          }
+        }
+        const out: OutgoingMessage = { payload: msg.payload, key, meta: wholeMsg ? metaOf(msg) : undefined };
+        stream.send(out, (err) => (err ? done(err) : done()));
+      });
+    } else if (!RECEIVES[pattern]) {
+      throw new Error(`pattern ${pattern} neither sends nor receives`);
+    }
+
+    node.on('close', (_removed: boolean, done: () => void) => {
+      stream
+        .close(linger)
+        .then((undelivered) => {
+          if (undelivered > 0) node.warn(`closed with ${undelivered} messages undelivered: no peer took them within the linger time of ${linger} ms`);
+        })
+        .catch((e) => node.error(`close: ${String(e)}`))
+        .finally(() => {
+          problems.stop();
+          node.status({});
+          done();
+        });
+    });
+  }
+  RED.nodes.registerType(`spawn-${pattern}`, PatternNode as unknown as Parameters<NodeAPI['nodes']['registerType']>[1]);
+}

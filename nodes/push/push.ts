@@ -1,0 +1,5 @@
+import type { NodeAPI } from 'node-red';
+import { registerPatternNode } from '../common/pattern-node';
+
+// The ZeroMQ push node ("spawn-push"); the shared implementation is in ../common/pattern-node.ts.
+export = (RED: NodeAPI) => registerPatternNode(RED, 'push');
