@@ -36,6 +36,8 @@ export enum PayloadType {
 export interface WireMessage {
   payload: unknown;
   meta?: Record<string, unknown>;
+  /** Set on a received message that was refused (e.g. over the size limit): why. */
+  refused?: string;
 }
 
 export class FrameError extends Error {
@@ -186,8 +188,8 @@ export function encodeSingle(meta: Buffer, payload: EncodedPayload, detachAbove:
 }
 
 /**
- * Decode a spawn message from its frames (envelope frames already removed), refusing payloads
- * over `maxPayload` bytes (0: no limit). Throws FrameError describing the first problem found.
+ * Decode a spawn message from its frames (envelope frames already removed). Payloads over
+ * `maxPayload` bytes (0: no limit) come back with `refused` set instead. Throws FrameError describing the first problem found.
  */
 export function decodeFrames(frames: Buffer[], maxPayload = 0): WireMessage[] {
   if (frames.length === 0) throw new FrameError('empty message');
@@ -218,9 +220,6 @@ export function decodeFrames(frames: Buffer[], maxPayload = 0): WireMessage[] {
     const metaLength = head.readUInt32LE(at + 1);
     const payloadLength = head.readUInt32LE(at + 5);
     at += RECORD_HEADER;
-    if (maxPayload > 0 && payloadLength > maxPayload) {
-      throw new FrameError(`message of ${payloadLength} bytes is over the maximum message size of ${maxPayload} bytes`);
-    }
     const inlinePayload = detached ? 0 : payloadLength;
     if (at + metaLength + inlinePayload > head.length) {
       throw new FrameError(`record ${i + 1} of ${count} declares ${metaLength + payloadLength} bytes beyond the frame's end`);
@@ -247,7 +246,11 @@ export function decodeFrames(frames: Buffer[], maxPayload = 0): WireMessage[] {
       bytes = head.subarray(at, at + payloadLength);
       at += payloadLength;
     }
-    out[i] = { payload: decodePayload(type, bytes), meta };
+    // An oversize message is refused on its own; the rest of its batch is still delivered.
+    out[i] =
+      maxPayload > 0 && payloadLength > maxPayload
+        ? { payload: undefined, refused: `message of ${payloadLength} bytes is over the maximum message size of ${maxPayload} bytes` }
+        : { payload: decodePayload(type, bytes), meta };
   }
   if (at !== head.length) throw new FrameError(`${head.length - at} trailing bytes after ${count} records`);
   return out;

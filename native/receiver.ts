@@ -32,10 +32,11 @@ export function decodeReceived(frames: Buffer[], opts: ReceiveOptions): Received
   let messages: WireMessage[];
   if (opts.format === 'raw') {
     const size = bytes - (key?.length ?? 0);
-    if (opts.maxMessageSize > 0 && size > opts.maxMessageSize) {
-      throw new FrameError(`message of ${size} bytes is over the maximum message size of ${opts.maxMessageSize} bytes`);
-    }
-    messages = [{ payload: body.length === 1 ? body[0] : body }];
+    messages = [
+      opts.maxMessageSize > 0 && size > opts.maxMessageSize
+        ? { payload: undefined, refused: `message of ${size} bytes is over the maximum message size of ${opts.maxMessageSize} bytes` }
+        : { payload: body.length === 1 ? body[0] : body },
+    ];
   } else {
     messages = decodeFrames(body, opts.maxMessageSize);
   }

@@ -82,6 +82,7 @@ export class Sender {
   private pumping = false;
   private inBackpressure = false;
   private closed = false;
+  private inFlight = 0;
   private idleWaiters: Array<() => void> = [];
   sentMessages = 0;
   sentBytes = 0;
@@ -92,8 +93,14 @@ export class Sender {
     private readonly events: SenderEvents,
   ) {}
 
+  /** Messages not yet taken off the queue. */
   get queued(): number {
     return this.queue.length - this.head;
+  }
+
+  /** Messages not yet accepted by the transport: queued, plus the frame set being sent. */
+  get pending(): number {
+    return this.queued + this.inFlight;
   }
 
   /** Queue a message. Problems known up front (size, encoding, full queue) are reported at once. */
@@ -183,11 +190,13 @@ export class Sender {
         const { frames, entries } = this.take();
         this.compact();
         let failure: StreamError | undefined;
+        this.inFlight = entries.length;
         try {
           await this.transmit(frames);
         } catch (e) {
           failure = e instanceof StreamError ? e : new StreamError('ESEND', `send failed: ${errorText(e)}`);
         }
+        this.inFlight = 0;
         if (!failure) {
           this.sentMessages += entries.length;
           for (const f of frames) this.sentBytes += f.length;

@@ -88,6 +88,9 @@ function createSocket(cfg: ZmqStreamConfig): zmq.Socket {
     ...(RECEIVES[cfg.pattern] ? { receiveHighWaterMark: cfg.highWater } : {}),
     reconnectInterval: cfg.reconnectMs,
     linger: 0, // set for real at close, once our own queue has drained
+    // A ZAP domain makes libzmq refuse pre-3.0 ZMTP peers, so random bytes can no longer pass for an
+    // old ZeroMQ peer and fail silently. Without a ZAP handler, real ZMTP 3 peers are admitted as before.
+    zapDomain: 'spawn-red',
     // Memory guard in libzmq; the decoder gives the clear per-message error below this bound.
     maxMessageSize: cfg.maxMessageSize > 0 ? cfg.maxMessageSize + (cfg.batchBytes ?? DEFAULT_BATCH_BYTES) + 4096 : -1,
   };
@@ -164,6 +167,10 @@ export function openZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamHandlers)
       envelope: ENVELOPE[cfg.pattern],
     },
     async (frames) => {
+      // A router with no peer at all would wait for one instead of failing the reply.
+      if (cfg.pattern === 'router' && peers === 0) {
+        throw new StreamError('EHOSTUNREACH', `no peer with identity ${describeKey(frames[0])} is connected to ${where} (no peer at all)`);
+      }
       try {
         await (socket as zmq.Push).send(frames);
       } catch (e) {
@@ -177,24 +184,38 @@ export function openZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamHandlers)
     { backpressure: (on, queued) => handlers.backpressure?.(on, queued) },
   );
 
-  // Peer accounting from ZeroMQ's socket monitor. Garbage peers accept and then disconnect, so the
-  // count returns to where it was; their broken handshakes are reported.
+  // Peer accounting from ZeroMQ's socket monitor. A peer counts once its ZeroMQ handshake
+  // succeeded. A connection that closes before completing one was not a ZeroMQ peer (random bytes,
+  // an HTTP client, a port scanner): libzmq drops it, sometimes without an error event, so that is
+  // reported here. The monitor names only our endpoint, not the peer's, hence counters.
   const events = socket.events;
-  const peerUp = () => {
+  let handshaking = 0;
+  events.on('accept', () => handshaking++);
+  events.on('connect', () => handshaking++);
+  events.on('handshake', () => {
+    handshaking = Math.max(0, handshaking - 1);
     peers++;
     noPeerReported = false;
     report();
+  });
+  const notZeroMq = (address: string, why: string) =>
+    handlers.problem(new StreamError('EPROTO', `a peer on ${address} broke the ZeroMQ handshake (${why}): not a ZeroMQ peer, or garbage bytes; connection dropped`));
+  const handshakeError = (ev: { address: string; error: Error }) => {
+    handshaking = Math.max(0, handshaking - 1);
+    notZeroMq(ev.address, errorText(ev.error));
   };
-  events.on('accept', peerUp);
-  events.on('connect', peerUp);
-  events.on('disconnect', () => {
+  events.on('handshake:error:protocol', handshakeError);
+  events.on('handshake:error:other', handshakeError);
+  events.on('disconnect', (ev) => {
+    if (handshaking > 0) {
+      handshaking--;
+      // On the connecting side a peer that vanished mid-handshake is just a restart, not garbage.
+      if (bindEndpoints.length > 0) notZeroMq(ev.address, 'closed before completing it');
+      return;
+    }
     peers = Math.max(0, peers - 1);
     report();
   });
-  const handshakeError = (ev: { address: string; error: Error }) =>
-    handlers.problem(new StreamError('EPROTO', `a peer on ${ev.address} broke the ZeroMQ handshake (${errorText(ev.error)}): not a ZeroMQ peer, or garbage bytes; connection dropped`));
-  events.on('handshake:error:protocol', handshakeError);
-  events.on('handshake:error:other', handshakeError);
 
   // ENOPEER: something waits (a queued message, or an input with nowhere to connect) and no peer came.
   let noPeerReported = false;
@@ -205,14 +226,15 @@ export function openZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamHandlers)
       waitingSince = Date.now();
       return;
     }
-    const waiting = SENDS[cfg.pattern] && cfg.pattern !== 'pub' ? sender.queued > 0 : connectEndpoints.length > 0;
+    const waiting = SENDS[cfg.pattern] && cfg.pattern !== 'pub' ? sender.pending > 0 : connectEndpoints.length > 0;
     if (!waiting) {
       waitingSince = Date.now();
       return;
     }
     if (!noPeerReported && Date.now() - waitingSince >= noPeerMs) {
       noPeerReported = true;
-      const what = sender.queued > 0 ? `${sender.queued} message${sender.queued === 1 ? '' : 's'} wait; ` : '';
+      const n = sender.pending;
+      const what = n > 0 ? `${n} message${n === 1 ? '' : 's'} wait; ` : '';
       handlers.problem(new StreamError('ENOPEER', `no peer connected to ${where} after ${Math.round(noPeerMs / 1000)} s; ${what}still trying`));
     }
   }, Math.min(1000, Math.max(50, noPeerMs / 4)));
@@ -275,7 +297,10 @@ export function openZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamHandlers)
       }
       receivedBytes += got.bytes;
       receivedMessages += got.messages.length;
-      for (const m of got.messages) handlers.message(m, got.key);
+      for (const m of got.messages) {
+        if (m.refused) handlers.problem(new StreamError('EMSGSIZE', `refused a message from a peer of ${where}: ${m.refused}`));
+        else handlers.message(m, got.key);
+      }
       sinceYield += got.messages.length;
       if (sinceYield >= YIELD_EVERY) {
         sinceYield = 0;
@@ -323,13 +348,14 @@ export function openZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamHandlers)
       sentBytes: sender.sentBytes,
       receivedMessages,
       receivedBytes,
-      queued: sender.queued,
+      queued: sender.pending,
     }),
     async close(lingerMs) {
       const drained = await sender.drain(lingerMs);
       closed = true;
       clearInterval(watchdog);
-      const undelivered = drained ? 0 : sender.close(`the node closed before this message could be sent to ${where}`);
+      const undelivered = drained ? 0 : sender.pending;
+      if (!drained) sender.close(`the node closed before this message could be sent to ${where}`);
       // What ZeroMQ itself still holds gets the rest of the linger time.
       socket.linger = drained ? Math.max(lingerMs, 0) : 0;
       await started.catch(() => undefined);

@@ -25,6 +25,8 @@ export interface PatternNodeDef extends NodeDef {
   linger?: number | string;
   maxMessageSize?: number | string;
   reconnect?: number | string;
+  /** Milliseconds without a peer, while messages wait, before ENOPEER is reported. */
+  peerTimeout?: number | string;
   /** pub: `msg` takes msg.topic, `fixed` sends `topic` always. */
   topicMode?: 'msg' | 'fixed';
   /** pub: the fixed topic; sub: the subscribed prefixes (a list). */
@@ -53,6 +55,7 @@ export const DEFAULTS = {
   linger: 5000,
   maxMessageSize: 256 * 1024 * 1024,
   reconnect: 100,
+  peerTimeout: 5000,
 };
 
 export class ConfigError extends Error {}
@@ -106,6 +109,7 @@ export function streamConfig(pattern: Pattern, def: PatternNodeDef): ZmqStreamCo
     batch: def.batch !== false,
     topics: pattern === 'sub' ? splitList(def.topics) : undefined,
     identity: pattern === 'dealer' && def.identity ? def.identity : undefined,
+    noPeerMs: int(def.peerTimeout, DEFAULTS.peerTimeout, 'peer timeout', 1, 3_600_000),
   };
 }
 

@@ -38,10 +38,12 @@ export function registerPatternNode(RED: NodeAPI, pattern: Pattern): void {
   function PatternNode(this: Node, def: PatternNodeDef) {
     RED.nodes.createNode(this, def);
     const node = this;
-    const problems = new ProblemReporter(node);
+    const problems = new ProblemReporter(node, RED.events);
     const wholeMsg = def.wholeMsg === true;
     const fixedTopic = def.topicMode === 'fixed' ? def.topic ?? '' : undefined;
 
+    let backpressured = false;
+    let lastStatus: StreamStatus = { state: 'connecting', peers: 0, text: 'starting' };
     let stream: ZmqStream;
     let linger: number;
     try {
@@ -63,8 +65,6 @@ export function registerPatternNode(RED: NodeAPI, pattern: Pattern): void {
       return;
     }
 
-    let backpressured = false;
-    let lastStatus: StreamStatus = { state: 'connecting', peers: 0, text: 'starting' };
     function showStatus(s: StreamStatus) {
       lastStatus = s;
       if (s.state === 'error') node.status({ fill: 'red', shape: 'ring', text: s.text });

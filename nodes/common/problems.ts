@@ -1,3 +1,4 @@
+import type { EventEmitter } from 'events';
 import type { Node } from 'node-red';
 import { StreamError } from '../../native/errors';
 
@@ -5,18 +6,41 @@ import { StreamError } from '../../native/errors';
  * Turns transport problems into Node-RED errors a Catch node receives (msg.code is the stable
  * code, msg.payload the text). A peer flooding garbage must not flood the log: each code is
  * reported at once, then at most once a second with a count of what was held back.
+ *
+ * Reports wait until the flows have started: Node-RED builds its map of Catch nodes only after
+ * every node of the flow exists, and a node may find a problem (a bad endpoint) while being built.
  */
 export class ProblemReporter {
   private held = new Map<string, { count: number; last: StreamError }>();
   private lastAt = new Map<string, number>();
   private timer: NodeJS.Timeout | undefined;
+  private early: StreamError[] | undefined = [];
+  private readonly onStarted = () => this.release();
+  private readonly fallback: NodeJS.Timeout;
 
   constructor(
     private readonly node: Node,
+    private readonly runtimeEvents: EventEmitter,
     private readonly intervalMs = 1000,
-  ) {}
+  ) {
+    runtimeEvents.once('flows:started', this.onStarted);
+    // Under test harnesses that never announce the start, do not hold reports for long.
+    this.fallback = setTimeout(this.onStarted, 2000).unref();
+  }
+
+  private release(): void {
+    clearTimeout(this.fallback);
+    this.runtimeEvents.off('flows:started', this.onStarted);
+    const early = this.early ?? [];
+    this.early = undefined;
+    for (const e of early) this.report(e);
+  }
 
   report(err: StreamError): void {
+    if (this.early) {
+      this.early.push(err);
+      return;
+    }
     const now = Date.now();
     const last = this.lastAt.get(err.code) ?? 0;
     if (now - last >= this.intervalMs) {
@@ -48,6 +72,9 @@ export class ProblemReporter {
   }
 
   stop(): void {
+    this.early = undefined;
+    clearTimeout(this.fallback);
+    this.runtimeEvents.off('flows:started', this.onStarted);
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     this.held.clear();

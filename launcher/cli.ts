@@ -1,0 +1,177 @@
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { PACKAGE_ROOT, startRuntime } from './runtime';
+
+/**
+ * `spawn-red <verb>`: exit 0 on success, 1 on a problem (printed one per line), 2 on bad usage.
+ */
+
+interface Verb {
+  summary: string;
+  usage: string;
+  help: string;
+  run(args: ParsedArgs): Promise<number>;
+}
+
+export interface ParsedArgs {
+  positional: string[];
+  flags: Record<string, string | boolean>;
+}
+
+export class UsageError extends Error {}
+
+/** `--name value`, `--name=value` and bare `--flag`; `known` lists the flags that take a value. */
+export function parseArgs(argv: string[], valued: string[]): ParsedArgs {
+  const positional: string[] = [];
+  const flags: Record<string, string | boolean> = {};
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--') {
+      positional.push(...argv.slice(i + 1));
+      break;
+    }
+    if (a.startsWith('--')) {
+      const eq = a.indexOf('=');
+      const name = eq > 0 ? a.slice(2, eq) : a.slice(2);
+      if (eq > 0) flags[name] = a.slice(eq + 1);
+      else if (valued.includes(name)) {
+        if (i + 1 >= argv.length) throw new UsageError(`--${name} needs a value`);
+        flags[name] = argv[++i];
+      } else flags[name] = true;
+    } else if (a === '-h') flags.help = true;
+    else if (a === '-o' || a === '-p') {
+      if (i + 1 >= argv.length) throw new UsageError(`${a} needs a value`);
+      flags[a === '-o' ? 'output' : 'port'] = argv[++i];
+    } else positional.push(a);
+  }
+  return { positional, flags };
+}
+
+function version(): string {
+  return JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')).version;
+}
+
+/** Run until SIGINT/SIGTERM, then stop cleanly (flushing what the nodes hold). */
+function untilSignal(stop: () => Promise<void>): Promise<number> {
+  return new Promise((resolve) => {
+    const onSignal = () => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      stop().then(
+        () => resolve(0),
+        (e) => {
+          console.error(`spawn-red: stopping failed: ${String(e)}`);
+          resolve(1);
+        },
+      );
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  });
+}
+
+const verbs: Record<string, Verb> = {
+  editor: {
+    summary: 'open the Node-RED editor with the spawn-red nodes and an example pipeline',
+    usage: 'spawn-red editor [flows.json] [--port 1880] [--host 127.0.0.1] [--user-dir DIR]',
+    help: [
+      'Starts Node-RED with this package loaded and serves the editor (default http://127.0.0.1:1880/).',
+      'Without a flow file it opens ~/.spawn-red/editor/flows.json, created from the push/pull',
+      'example on first use. Deploy in the editor runs every stage in this one process.',
+    ].join('\n'),
+    async run(args) {
+      const userDir = String(args.flags['user-dir'] ?? path.join(os.homedir(), '.spawn-red', 'editor'));
+      fs.mkdirSync(userDir, { recursive: true });
+      let flowFile = args.positional[0];
+      if (!flowFile) {
+        flowFile = path.join(userDir, 'flows.json');
+        if (!fs.existsSync(flowFile)) fs.copyFileSync(path.join(PACKAGE_ROOT, 'examples', 'push-pull.json'), flowFile);
+      } else if (!fs.existsSync(flowFile)) {
+        console.error(`spawn-red editor: flow file ${flowFile} does not exist`);
+        return 1;
+      }
+      const port = Number(args.flags.port ?? 1880);
+      const rt = await startRuntime({ flowFile, userDir, editorPort: port, host: args.flags.host as string | undefined });
+      console.log(`spawn-red: editor at ${rt.url} (flow file ${path.resolve(flowFile)}); Ctrl-C to stop`);
+      return untilSignal(() => rt.stop());
+    },
+  },
+  run: {
+    summary: 'run a flow headless (no editor), until stopped',
+    usage: 'spawn-red run <flows.json> [--user-dir DIR] [--log-level info]',
+    help: [
+      'Runs the flow in Node-RED without the editor or any HTTP port: what every pipeline',
+      'instance runs. SIGINT or SIGTERM stops it cleanly: queued messages are flushed within',
+      'each node\'s linger time before the process exits.',
+    ].join('\n'),
+    async run(args) {
+      const flowFile = args.positional[0];
+      if (!flowFile) throw new UsageError('run needs a flow file');
+      if (!fs.existsSync(flowFile)) {
+        console.error(`spawn-red run: flow file ${flowFile} does not exist`);
+        return 1;
+      }
+      const rt = await startRuntime({
+        flowFile,
+        userDir: args.flags['user-dir'] as string | undefined,
+        logLevel: args.flags['log-level'] as string | undefined,
+        nodesDirs: process.env.SPAWN_RED_NODES_DIRS ? process.env.SPAWN_RED_NODES_DIRS.split(path.delimiter) : undefined,
+      });
+      process.send?.({ event: 'started' });
+      return untilSignal(() => rt.stop());
+    },
+  },
+};
+
+const VALUED = ['port', 'host', 'user-dir', 'log-level', 'output'];
+
+function mainHelp(): string {
+  const width = Math.max(...Object.keys(verbs).map((v) => v.length));
+  return [
+    `spawn-red ${version()}: streaming pipelines drawn in Node-RED, run on one machine or many`,
+    '',
+    'Usage: spawn-red <verb> [options]     spawn-red <verb> --help for a verb\'s options',
+    '',
+    'Verbs:',
+    ...Object.entries(verbs).map(([name, v]) => `  ${name.padEnd(width)}  ${v.summary}`),
+    '',
+    'Options: --help, --version',
+  ].join('\n');
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [verbName, ...rest] = argv;
+  if (!verbName || verbName === '--help' || verbName === '-h' || verbName === 'help') {
+    console.log(mainHelp());
+    return 0;
+  }
+  if (verbName === '--version') {
+    console.log(version());
+    return 0;
+  }
+  const verb = verbs[verbName];
+  if (!verb) {
+    console.error(`spawn-red: unknown verb "${verbName}"\n\n${mainHelp()}`);
+    return 2;
+  }
+  try {
+    const args = parseArgs(rest, VALUED);
+    if (args.flags.help) {
+      console.log(`Usage: ${verb.usage}\n\n${verb.help}`);
+      return 0;
+    }
+    return await verb.run(args);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      console.error(`spawn-red ${verbName}: ${e.message}\nUsage: ${verb.usage}`);
+      return 2;
+    }
+    console.error(`spawn-red ${verbName}: ${e instanceof Error ? e.message : String(e)}`);
+    return 1;
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then((code) => process.exit(code));
+}

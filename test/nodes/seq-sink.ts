@@ -1,0 +1,83 @@
+import type { Node, NodeAPI, NodeDef } from 'node-red';
+
+/**
+ * Test and benchmark node: checks that sequence-numbered messages arrive complete, in order and
+ * once, and reports to the parent process (IPC) or a file. `busyMicros` makes it a deliberately
+ * slow consumer (CPU time per message, so the process really falls behind).
+ */
+interface SinkDef extends NodeDef {
+  expect: number | string;
+  busyMicros?: number | string;
+  reportFile?: string;
+  label?: string;
+}
+
+interface SinkReport {
+  label: string;
+  count: number;
+  bytes: number;
+  firstAt: number;
+  lastAt: number;
+  outOfOrder: number;
+  firstProblem?: string;
+  types: Record<string, number>;
+  done: boolean;
+}
+
+function seqOf(msg: Record<string, unknown>): number | undefined {
+  const p = msg.payload;
+  if (Buffer.isBuffer(p) && p.length >= 8) return p.readUInt32LE(0);
+  if (typeof p === 'number') return p;
+  if (typeof p === 'string') return Number(p.slice(0, p.indexOf(':')));
+  if (p && typeof p === 'object' && typeof (p as { seq?: unknown }).seq === 'number') return (p as { seq: number }).seq;
+  return typeof msg.seq === 'number' ? msg.seq : undefined;
+}
+
+function sizeOf(p: unknown): number {
+  if (Buffer.isBuffer(p)) return p.length;
+  if (typeof p === 'string') return p.length;
+  return 8;
+}
+
+export = (RED: NodeAPI) => {
+  function SeqSink(this: Node, def: SinkDef) {
+    RED.nodes.createNode(this, def);
+    const node = this;
+    const expect = Number(def.expect);
+    const busy = Number(def.busyMicros) || 0;
+    const report: SinkReport = { label: def.label || node.id, count: 0, bytes: 0, firstAt: 0, lastAt: 0, outOfOrder: 0, types: {}, done: false };
+    let expected = 0;
+    const send = () => {
+      const line = { event: 'sink', ...report };
+      if (process.send && process.connected) process.send(line);
+      if (def.reportFile) require('fs').writeFileSync(def.reportFile, JSON.stringify(line));
+    };
+    const progress = setInterval(send, 500);
+    node.on('input', (msg: Record<string, unknown>, _send: unknown, done: () => void) => {
+      const now = Date.now();
+      if (report.count === 0) report.firstAt = now;
+      report.lastAt = now;
+      report.count++;
+      report.bytes += sizeOf(msg.payload);
+      const t = Buffer.isBuffer(msg.payload) ? 'buffer' : msg.payload === null ? 'null' : typeof msg.payload;
+      report.types[t] = (report.types[t] ?? 0) + 1;
+      const seq = seqOf(msg);
+      if (seq !== expected) {
+        report.outOfOrder++;
+        report.firstProblem ??= `expected ${expected}, got ${String(seq)} at message ${report.count}`;
+      }
+      expected = (seq ?? expected) + 1;
+      if (busy > 0) {
+        const until = process.hrtime.bigint() + BigInt(busy * 1000);
+        while (process.hrtime.bigint() < until);
+      }
+      if (report.count === expect) {
+        report.done = true;
+        send();
+      }
+      done();
+    });
+    node.on('close', () => clearInterval(progress));
+  }
+  RED.nodes.registerType('seq-sink', SeqSink);
+};
