@@ -76,6 +76,26 @@ describe('pattern nodes', function () {
     });
   });
 
+  describe('clean stop', function () {
+    it('flushes everything queued when the flow stops (redeploy), within the linger time', async function () {
+      const zmq = await import('zeromq');
+      const port = await freePort();
+      await load([TAB, { id: 'push', type: 'spawn-push', z: 'tab1', port, hwm: 100, wires: [] }]);
+      const pull = new zmq.Pull({ receiveHighWaterMark: 10 });
+      pull.connect(ep(port));
+      await waitForStatus('push', (s) => s.text === '1 peer');
+      for (let i = 0; i < 20_000; i++) send('push', { payload: i });
+      // Stop at once: most messages are still queued in the node, behind a small high-water mark.
+      const stopped = unload();
+      const { decodeFrames } = await import('../native/codec');
+      const seen: unknown[] = [];
+      while (seen.length < 20_000) for (const m of decodeFrames(await pull.receive())) seen.push(m.payload);
+      await stopped;
+      pull.close();
+      assert.deepEqual(seen, Array.from({ length: 20_000 }, (_, i) => i));
+    });
+  });
+
   describe('payload types', function () {
     const payloads: unknown[] = [
       Buffer.from([0, 1, 2, 255]),
