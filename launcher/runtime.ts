@@ -53,6 +53,8 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
     httpNodeRoot: editor ? '/api' : false,
     uiHost: opts.host ?? '127.0.0.1',
     editorTheme: { tours: false, projects: { enabled: false } },
+    // No update checks: pipelines often run where there is no way out, and nothing should ask.
+    telemetry: { enabled: false, updateNotification: false },
     logging: { console: { level: opts.logLevel ?? 'info', metrics: false, audit: false } },
     // Credentials are not used by spawn-red nodes; a fixed secret keeps Node-RED from writing one.
     credentialSecret: false,

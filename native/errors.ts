@@ -22,7 +22,8 @@ export class StreamError extends Error {
     message: string,
   ) {
     super(message);
-    this.name = 'StreamError';
+    // Shown first in logs and in msg.error.message: "EADDRINUSE: cannot bind tcp://*:5555 …".
+    this.name = code;
   }
 }
 

@@ -3,8 +3,8 @@ import type { Node } from 'node-red';
 import { StreamError } from '../../native/errors';
 
 /**
- * Turns transport problems into Node-RED errors a Catch node receives (msg.code is the stable
- * code, msg.payload the text). A peer flooding garbage must not flood the log: each code is
+ * Turns transport problems into Node-RED errors a Catch node receives (msg.error.code and msg.code
+ * are the stable code, msg.payload the text). A peer flooding garbage must not flood the log: each code is
  * reported at once, then at most once a second with a count of what was held back.
  *
  * Reports wait until the flows have started: Node-RED builds its map of Catch nodes only after
@@ -68,7 +68,8 @@ export class ProblemReporter {
 
   private emit(err: StreamError, more: number): void {
     const text = more > 0 ? `${err.message} (and ${more} more like it)` : err.message;
-    this.node.error(text, { payload: text, code: err.code });
+    // Catch nodes get msg.error.code (as for errors about a message) and msg.code/msg.payload.
+    this.node.error(new StreamError(err.code, text), { payload: text, code: err.code });
   }
 
   stop(): void {
