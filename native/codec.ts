@@ -247,10 +247,14 @@ export function decodeFrames(frames: Buffer[], maxPayload = 0): WireMessage[] {
       at += payloadLength;
     }
     // An oversize message is refused on its own; the rest of its batch is still delivered.
-    out[i] =
-      maxPayload > 0 && payloadLength > maxPayload
-        ? { payload: undefined, refused: `message of ${payloadLength} bytes is over the maximum message size of ${maxPayload} bytes` }
-        : { payload: decodePayload(type, bytes), meta };
+    if (maxPayload > 0 && payloadLength > maxPayload) {
+      out[i] = { payload: undefined, refused: `message of ${payloadLength} bytes is over the maximum message size of ${maxPayload} bytes` };
+    } else {
+      // No meta key at all when there is none: a receiver may adopt this object as its message.
+      const m: WireMessage = { payload: decodePayload(type, bytes) };
+      if (meta) m.meta = meta;
+      out[i] = m;
+    }
   }
   if (at !== head.length) throw new FrameError(`${head.length - at} trailing bytes after ${count} records`);
   return out;

@@ -5,7 +5,6 @@ import {
   encodeSingle,
   EncodedPayload,
   recordSize,
-  WireMessage,
 } from './codec';
 import { errorText, StreamError } from './errors';
 
@@ -39,11 +38,6 @@ export interface SenderOptions {
   envelope: boolean;
 }
 
-export interface OutgoingMessage extends WireMessage {
-  /** Topic (pub) or identity (router); batched messages share one. */
-  key?: Buffer;
-}
-
 /** Called once per message: without an error when the transport took it, with one when it did not. */
 export type SendCallback = (err?: StreamError) => void;
 
@@ -56,6 +50,7 @@ export interface SenderEvents {
 }
 
 interface Entry {
+  /** Topic (pub) or identity (router); batched messages share one. */
   key: Buffer | undefined;
   meta: Buffer;
   payload: EncodedPayload | null; // spawn format
@@ -103,8 +98,12 @@ export class Sender {
     return this.queued + this.inFlight;
   }
 
-  /** Queue a message. Problems known up front (size, encoding, full queue) are reported at once. */
-  send(msg: OutgoingMessage, cb: SendCallback): void {
+  /**
+   * Queue a message: its payload, envelope key (topic or identity) and the other properties that
+   * travel (whole-msg mode). Problems known up front (size, encoding, full queue) are reported at
+   * once. Plain arguments rather than an object: this runs for every message.
+   */
+  send(payload: unknown, key: Buffer | undefined, meta: Record<string, unknown> | undefined, cb: SendCallback): void {
     if (this.closed) return cb(new StreamError('ECLOSED', 'the node is closing; message not sent'));
     if (this.queued >= this.opts.queueLimit) {
       return cb(
@@ -116,7 +115,7 @@ export class Sender {
     }
     let entry: Entry;
     try {
-      entry = this.encode(msg, cb);
+      entry = this.encode(payload, key, meta, cb);
     } catch (e) {
       return cb(e instanceof StreamError ? e : new StreamError('EENCODE', `payload cannot be encoded: ${errorText(e)}`));
     }
@@ -132,16 +131,16 @@ export class Sender {
     this.schedule();
   }
 
-  private encode(msg: OutgoingMessage, cb: SendCallback): Entry {
-    const meta = encodeMeta(msg.meta);
+  private encode(payload: unknown, key: Buffer | undefined, meta: Record<string, unknown> | undefined, cb: SendCallback): Entry {
+    const metaBytes = encodeMeta(meta);
     if (this.opts.format === 'raw') {
-      const raw = rawFrames(msg.payload);
+      const raw = rawFrames(payload);
       let size = 0;
       for (const f of raw) size += f.length;
-      return { key: msg.key, meta, payload: null, raw, size, cb };
+      return { key, meta: metaBytes, payload: null, raw, size, cb };
     }
-    const payload = encodePayload(msg.payload);
-    return { key: msg.key, meta, payload, raw: null, size: payload.bytes.length, cb };
+    const encoded = encodePayload(payload);
+    return { key, meta: metaBytes, payload: encoded, raw: null, size: encoded.bytes.length, cb };
   }
 
   private schedule(): void {

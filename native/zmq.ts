@@ -3,7 +3,7 @@ import { WireMessage } from './codec';
 import { formatEndpoint, parseEndpoint } from './endpoint';
 import { errorText, StreamError } from './errors';
 import { decodeReceived } from './receiver';
-import { Format, OutgoingMessage, SendCallback, Sender } from './sender';
+import { Format, SendCallback, Sender } from './sender';
 
 /**
  * The six ZeroMQ patterns behind one small interface: a stream that sends (push, pub, router,
@@ -70,7 +70,8 @@ export interface StreamStats {
 }
 
 export interface ZmqStream {
-  send(msg: OutgoingMessage, cb: SendCallback): void;
+  /** Queue a message: payload, envelope key (pub topic, router identity), metadata (whole-msg mode). */
+  send(payload: unknown, key: Buffer | undefined, meta: Record<string, unknown> | undefined, cb: SendCallback): void;
   readonly peers: number;
   stats(): StreamStats;
   /** Flush what is queued (at most `lingerMs`), then close. Resolves with the messages left undelivered. */
@@ -332,13 +333,13 @@ export function openZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamHandlers)
   const started = start();
 
   return {
-    send(msg, cb) {
+    send(payload, key, meta, cb) {
       if (!bound && !closed) {
         // Sends wait in the queue; ZeroMQ refuses a send while a bind is in progress.
-        void started.then(() => sender.send(msg, cb));
+        void started.then(() => sender.send(payload, key, meta, cb));
         return;
       }
-      sender.send(msg, cb);
+      sender.send(payload, key, meta, cb);
     },
     get peers() {
       return peers;
