@@ -75,8 +75,13 @@ export function bindsFor(pattern: Pattern, def: PatternNodeDef): boolean {
   return BINDS_BY_DEFAULT[pattern];
 }
 
-/** Translate a node's stored properties; throws ConfigError naming the field at fault. */
-export function streamConfig(pattern: Pattern, def: PatternNodeDef): ZmqStreamConfig {
+/**
+ * Translate a node's stored properties; throws ConfigError naming the field at fault.
+ * `fromSource` are the endpoints resolved from the node's source stage, if it names one.
+ * A bind to `*` becomes a bind to SPAWN_BIND_ADDR when the launcher sets it (local instances each
+ * have their own loopback address, so instances of one stage can share a port number).
+ */
+export function streamConfig(pattern: Pattern, def: PatternNodeDef, fromSource: string[] = [], env: NodeJS.ProcessEnv = process.env): ZmqStreamConfig {
   const format = def.format || DEFAULTS.format;
   if (format !== 'spawn' && format !== 'raw') throw new ConfigError(`format "${format}" must be "spawn" or "raw"`);
   const binds = bindsFor(pattern, def);
@@ -84,16 +89,13 @@ export function streamConfig(pattern: Pattern, def: PatternNodeDef): ZmqStreamCo
   const connect: string[] = [];
   if (binds) {
     const port = int(def.port, DEFAULTS.port, 'port', 1, 65535);
-    const addr = (def.addr || DEFAULTS.addr).trim();
+    let addr = (def.addr || DEFAULTS.addr).trim();
+    if (addr === '*' && env.SPAWN_BIND_ADDR) addr = env.SPAWN_BIND_ADDR;
     bind.push(`tcp://${addr}:${port}`);
   } else {
-    connect.push(...splitList(def.endpoints));
+    connect.push(...fromSource, ...splitList(def.endpoints));
     if (connect.length === 0) {
-      throw new ConfigError(
-        def.sourceStage
-          ? `source stage "${def.sourceStage}" is resolved by the launcher; to run in the editor, give endpoints too`
-          : 'endpoints: give at least one endpoint to connect to, such as tcp://127.0.0.1:5555',
-      );
+      throw new ConfigError('endpoints: pick a source stage, or give an endpoint to connect to such as tcp://127.0.0.1:5555');
     }
   }
   const hwm = int(def.hwm, DEFAULTS.hwm, 'high-water mark', 1, 10_000_000);

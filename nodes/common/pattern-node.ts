@@ -2,7 +2,9 @@ import type { Node, NodeAPI, NodeMessage, NodeMessageInFlow } from 'node-red';
 import { WireMessage } from '../../native/codec';
 import { StreamError } from '../../native/errors';
 import { openZmqStream, Pattern, RECEIVES, SENDS, StreamStatus, ZmqStream } from '../../native/zmq';
-import { ConfigError, lingerMs, PatternNodeDef, streamConfig } from './config';
+import { bindsFor, ConfigError, lingerMs, PatternNodeDef, streamConfig } from './config';
+import { isInputPattern } from './pipeline';
+import { sourceEndpoints } from './source';
 import { ProblemReporter } from './problems';
 
 /**
@@ -58,7 +60,13 @@ export function registerPatternNode(RED: NodeAPI, pattern: Pattern): void {
     let stream: ZmqStream;
     let linger: number;
     try {
-      stream = openZmqStream(streamConfig(pattern, def), {
+      let fromSource: string[] = [];
+      if (def.sourceStage && isInputPattern(pattern) && !bindsFor(pattern, def)) {
+        const src = sourceEndpoints(RED, pattern, def.sourceStage);
+        fromSource = src.endpoints;
+        node.log(`source stage "${def.sourceStage}": ${src.endpoints.join(', ')} (from ${src.from})`);
+      }
+      stream = openZmqStream(streamConfig(pattern, def, fromSource), {
         message: (m, key) => node.send(toNodeMessage(m, key)),
         status: (s) => showStatus(s),
         problem: (e) => problems.report(e),
