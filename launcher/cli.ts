@@ -1,7 +1,10 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { PeerFileError } from '../native/peers';
+import { RunError, startRun } from './run-stage';
 import { PACKAGE_ROOT, startRuntime } from './runtime';
+import { StageNotFound } from './stage-flow';
 
 /**
  * `spawn-red <verb>`: exit 0 on success, 1 on a problem (printed one per line), 2 on bad usage.
@@ -98,33 +101,53 @@ const verbs: Record<string, Verb> = {
     },
   },
   run: {
-    summary: 'run a flow headless (no editor), until stopped',
-    usage: 'spawn-red run <flows.json> [--user-dir DIR] [--log-level info]',
+    summary: 'run one stage of a flow headless (or the whole flow), until stopped',
+    usage: 'spawn-red run --flow <flows.json> --stage <id> [--peers FILE] [--hostfile[=PATH]] [--user-dir DIR] [--log-level info]\n       spawn-red run <flows.json>',
     help: [
-      'Runs the flow in Node-RED without the editor or any HTTP port: what every pipeline',
-      'instance runs. SIGINT or SIGTERM stops it cleanly: queued messages are flushed within',
-      'each node\'s linger time before the process exits.',
+      'Runs a stage\'s tab in Node-RED without the editor or any HTTP port: what every pipeline',
+      'instance runs. An external-program stage (its stage node has a command) runs that command.',
+      'Peers come from --peers, else $SPAWN_PEERS_FILE, else /etc/spawn/pipeline-peers.json if',
+      'present; without one, source stages are looked for on 127.0.0.1. The flow and commands see',
+      'spawn\'s variables (UPSTREAM_<STAGE>, UPSTREAM_<STAGE>_ALL, STAGE_PEERS, STAGE_PEER_COUNT, ...)',
+      'and the stage\'s env. --hostfile writes spawn\'s MPI hostfile (default /etc/spawn/hostfile).',
+      'Without --stage every tab runs. SIGINT or SIGTERM stops it cleanly: queued messages are',
+      'flushed within each node\'s linger time before the process exits.',
     ].join('\n'),
     async run(args) {
-      const flowFile = args.positional[0];
-      if (!flowFile) throw new UsageError('run needs a flow file');
-      if (!fs.existsSync(flowFile)) {
-        console.error(`spawn-red run: flow file ${flowFile} does not exist`);
-        return 1;
+      const flowFile = (args.flags.flow as string | undefined) ?? args.positional[0];
+      if (!flowFile || flowFile === 'true') throw new UsageError('run needs a flow file (--flow flows.json)');
+      if (args.flags.stage === true) throw new UsageError('--stage needs a stage id');
+      let running;
+      try {
+        running = await startRun({
+          flowFile,
+          stageId: args.flags.stage as string | undefined,
+          peersFile: args.flags.peers as string | undefined,
+          hostfile: args.flags.hostfile as string | true | undefined,
+          userDir: args.flags['user-dir'] as string | undefined,
+          logLevel: args.flags['log-level'] as string | undefined,
+          nodesDirs: process.env.SPAWN_RED_NODES_DIRS ? process.env.SPAWN_RED_NODES_DIRS.split(path.delimiter) : undefined,
+        });
+      } catch (e) {
+        if (e instanceof RunError || e instanceof StageNotFound || e instanceof PeerFileError) {
+          console.error(`spawn-red run: ${e.message}`);
+          return 1;
+        }
+        throw e;
       }
-      const rt = await startRuntime({
-        flowFile,
-        userDir: args.flags['user-dir'] as string | undefined,
-        logLevel: args.flags['log-level'] as string | undefined,
-        nodesDirs: process.env.SPAWN_RED_NODES_DIRS ? process.env.SPAWN_RED_NODES_DIRS.split(path.delimiter) : undefined,
-      });
       process.send?.({ event: 'started' });
-      return untilSignal(() => rt.stop());
+      const onSignal = () => void running.stop();
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      const code = await running.exited;
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      return code;
     },
   },
 };
 
-const VALUED = ['port', 'host', 'user-dir', 'log-level', 'output'];
+const VALUED = ['port', 'host', 'user-dir', 'log-level', 'output', 'flow', 'stage', 'peers'];
 
 function mainHelp(): string {
   const width = Math.max(...Object.keys(verbs).map((v) => v.length));

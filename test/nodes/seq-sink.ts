@@ -10,6 +10,8 @@ interface SinkDef extends NodeDef {
   busyMicros?: number | string;
   reportFile?: string;
   label?: string;
+  /** `contiguous` (default): 0, 1, 2, … exactly; `increasing`: a share of a round-robin stream. */
+  ordering?: 'contiguous' | 'increasing';
 }
 
 interface SinkReport {
@@ -19,6 +21,8 @@ interface SinkReport {
   firstAt: number;
   lastAt: number;
   outOfOrder: number;
+  /** Sum of the sequence numbers seen: shares of one stream add up to n(n-1)/2 when nothing repeats. */
+  seqSum: number;
   firstProblem?: string;
   types: Record<string, number>;
   done: boolean;
@@ -45,7 +49,8 @@ export = (RED: NodeAPI) => {
     const node = this;
     const expect = Number(def.expect);
     const busy = Number(def.busyMicros) || 0;
-    const report: SinkReport = { label: def.label || node.id, count: 0, bytes: 0, firstAt: 0, lastAt: 0, outOfOrder: 0, types: {}, done: false };
+    const report: SinkReport = { label: def.label || node.id, count: 0, bytes: 0, firstAt: 0, lastAt: 0, outOfOrder: 0, seqSum: 0, types: {}, done: false };
+    const increasing = def.ordering === 'increasing';
     let expected = 0;
     const send = () => {
       const line = { event: 'sink', ...report };
@@ -62,11 +67,12 @@ export = (RED: NodeAPI) => {
       const t = Buffer.isBuffer(msg.payload) ? 'buffer' : msg.payload === null ? 'null' : typeof msg.payload;
       report.types[t] = (report.types[t] ?? 0) + 1;
       const seq = seqOf(msg);
-      if (seq !== expected) {
+      if (increasing ? seq === undefined || seq < expected : seq !== expected) {
         report.outOfOrder++;
-        report.firstProblem ??= `expected ${expected}, got ${String(seq)} at message ${report.count}`;
+        report.firstProblem ??= `expected ${increasing ? 'at least ' : ''}${expected}, got ${String(seq)} at message ${report.count}`;
       }
       expected = (seq ?? expected) + 1;
+      report.seqSum += seq ?? 0;
       if (busy > 0) {
         const until = process.hrtime.bigint() + BigInt(busy * 1000);
         while (process.hrtime.bigint() < until);

@@ -20,6 +20,7 @@ export interface SinkReport {
   firstAt: number;
   lastAt: number;
   outOfOrder: number;
+  seqSum: number;
   firstProblem?: string;
   types: Record<string, number>;
   done: boolean;
@@ -35,12 +36,23 @@ export interface ChildRuntime {
   stop(graceMs?: number): Promise<number | null>;
 }
 
-export async function startChildRuntime(flow: object[], name = 'runtime'): Promise<ChildRuntime> {
+export interface ChildOptions {
+  /** Run only this stage's tab (`run --stage`). */
+  stage?: string;
+  /** Peer-discovery file (`run --peers`). */
+  peers?: string;
+  env?: Record<string, string>;
+}
+
+export async function startChildRuntime(flow: object[], name = 'runtime', opts: ChildOptions = {}): Promise<ChildRuntime> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `spawn-red-${name}-`));
   const flowFile = path.join(dir, 'flows.json');
   fs.writeFileSync(flowFile, JSON.stringify(flow));
-  const proc = fork(CLI, ['run', flowFile, '--user-dir', dir, '--log-level', 'warn'], {
-    env: { ...process.env, SPAWN_RED_NODES_DIRS: TEST_NODES_DIR },
+  const args = ['run', '--flow', flowFile, '--user-dir', path.join(dir, 'user'), '--log-level', 'warn'];
+  if (opts.stage) args.push('--stage', opts.stage);
+  if (opts.peers) args.push('--peers', opts.peers);
+  const proc = fork(CLI, args, {
+    env: { ...process.env, SPAWN_RED_NODES_DIRS: TEST_NODES_DIR, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   });
   let out = '';
