@@ -27,8 +27,9 @@ export async function stopServer(): Promise<void> {
   await new Promise((resolve) => helper.stopServer(resolve));
 }
 
-export async function load(flow: FlowNode[]): Promise<void> {
-  await helper.load(patternModules, flow);
+/** Load a flow with the pattern nodes (and any other node modules it needs). */
+export async function load(flow: FlowNode[], more: unknown[] = []): Promise<void> {
+  await helper.load([...patternModules, ...more], flow);
 }
 
 export async function unload(): Promise<void> {
