@@ -12,7 +12,7 @@ describe('spawn-red CLI', function () {
     const r = run('--help');
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /Usage: spawn-red <verb>/);
-    assert.match(r.stdout, /\n {2}run +run a flow headless/);
+    assert.match(r.stdout, /\n {2}run +run one stage of a flow headless/);
     assert.match(r.stdout, /\n {2}editor +open the Node-RED editor/);
   });
 
