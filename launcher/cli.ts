@@ -3,6 +3,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { PeerFileError } from '../native/peers';
 import { RunError, startRun } from './run-stage';
+import { checkArgs, exportCommand, graphCommand, validateCommand } from './pipeline-verbs';
 import { PACKAGE_ROOT, startRuntime } from './runtime';
 import { StageNotFound } from './stage-flow';
 
@@ -145,9 +146,51 @@ const verbs: Record<string, Verb> = {
       return code;
     },
   },
+  export: {
+    summary: 'export a flow to a spawn pipeline definition (JSON)',
+    usage: 'spawn-red export <flows.json> [-o pipeline.json] [--pipeline-id ID] [--name NAME] [--s3-bucket BUCKET]',
+    help: [
+      'Writes the spawn pipeline the flow describes (stdout, or the -o file): one stage per tab',
+      'with a stage node, dependencies first. The pipeline id defaults to the file name, the name',
+      'to the id, the S3 bucket to spawn-red-<id>. Exits 1, writing nothing, if the flow has problems.',
+    ].join('\n'),
+    async run(args) {
+      const problem = checkArgs(args, ['output', 'pipeline-id', 'name', 's3-bucket']);
+      if (problem) throw new UsageError(problem);
+      return exportCommand(args);
+    },
+  },
+  validate: {
+    summary: 'check a flow or a spawn pipeline for problems',
+    usage: 'spawn-red validate <flows.json | pipeline.json>',
+    help: [
+      'Checks a Node-RED flow (a JSON array) as a pipeline of stages, or a spawn pipeline (an',
+      'object with "stages") against spawn\'s rules. Prints "ok: N stages, M edges" and exits 0, or',
+      'prints the problems one per line (where, field, what is wrong) and exits 1.',
+    ].join('\n'),
+    async run(args) {
+      const problem = checkArgs(args, []);
+      if (problem) throw new UsageError(problem);
+      return validateCommand(args);
+    },
+  },
+  graph: {
+    summary: 'show the stages of a flow or pipeline and the streams between them',
+    usage: 'spawn-red graph <flows.json | pipeline.json> [--json]',
+    help: [
+      'Prints the stages in dependency order with their instances, and one line per stream, e.g.',
+      '  producer ──zmq push→pull :5555──▶ consumer',
+      '--json prints {"stages": [...], "edges": [...]} instead. Problems go to stderr (exit 1).',
+    ].join('\n'),
+    async run(args) {
+      const problem = checkArgs(args, ['json']);
+      if (problem) throw new UsageError(problem);
+      return graphCommand(args);
+    },
+  },
 };
 
-const VALUED = ['port', 'host', 'user-dir', 'log-level', 'output', 'flow', 'stage', 'peers'];
+const VALUED = ['port', 'host', 'user-dir', 'log-level', 'output', 'flow', 'stage', 'peers', 'pipeline-id', 'name', 's3-bucket'];
 
 function mainHelp(): string {
   const width = Math.max(...Object.keys(verbs).map((v) => v.length));
