@@ -4,6 +4,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { DEFAULT_HOSTFILE, DEFAULT_PEERS_FILE, hostfile, loadPeerFile, PeerFile, spawnEnv } from '../native/peers';
 import { FlowNode, Stage } from '../nodes/common/pipeline';
+import { parseJson } from './json-location';
 import { startRuntime } from './runtime';
 import { findStage, stageFlow } from './stage-flow';
 
@@ -42,12 +43,9 @@ function readFlowFile(file: string): FlowNode[] {
   } catch {
     throw new RunError(`flow file ${file} does not exist or cannot be read`);
   }
-  let flow: unknown;
-  try {
-    flow = JSON.parse(text);
-  } catch (e) {
-    throw new RunError(`flow file ${file} is not valid JSON: ${(e as Error).message}`);
-  }
+  const parsed = parseJson(text);
+  if (!parsed.ok) throw new RunError(`flow file ${file}: line ${parsed.line}, column ${parsed.column}: ${parsed.reason}`);
+  const flow = parsed.value;
   if (!Array.isArray(flow)) throw new RunError(`flow file ${file} is not a Node-RED flow (a JSON array of nodes)`);
   return flow as FlowNode[];
 }

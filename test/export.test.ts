@@ -13,7 +13,8 @@ const CLI = path.join(ROOT, 'bin', 'spawn-red.js');
 const run = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 20_000 });
 const readJson = (rel: string) => JSON.parse(fs.readFileSync(path.join(ROOT, rel), 'utf8'));
 
-const EXAMPLES = ['streaming-example', 'fan-out', 'work-queue'];
+/** Every importable example, each with its exported pipeline stored in pipelines/. */
+const EXAMPLES = fs.readdirSync(path.join(ROOT, 'examples')).filter((f) => f.endsWith('.json')).map((f) => f.replace(/\.json$/, ''));
 
 type N = Record<string, unknown> & { id: string; type: string };
 const tab = (id: string, label = id, more: Record<string, unknown> = {}): N => ({ id, type: 'tab', label, ...more });

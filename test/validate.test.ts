@@ -14,7 +14,8 @@ const CLI = path.join(ROOT, 'bin', 'spawn-red.js');
 const run = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 20_000 });
 const readJson = (rel: string) => JSON.parse(fs.readFileSync(path.join(ROOT, rel), 'utf8'));
 
-const EXAMPLES = ['streaming-example', 'fan-out', 'work-queue'];
+/** Every importable example: each must be a valid pipeline. */
+const EXAMPLES = fs.readdirSync(path.join(ROOT, 'examples')).filter((f: string) => f.endsWith('.json')).map((f: string) => f.replace(/\.json$/, ''));
 const PIPELINES = [...EXAMPLES, 'hpc-rdma'];
 
 type N = Record<string, unknown> & { id: string; type: string };
