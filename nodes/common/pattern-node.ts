@@ -5,6 +5,7 @@ import { openZmqStream, Pattern, RECEIVES, SENDS, StreamStatus, ZmqStream } from
 import { bindsFor, ConfigError, lingerMs, PatternNodeDef, streamConfig } from './config';
 import { isInputPattern } from './pipeline';
 import { sourceEndpoints } from './source';
+import { registerStats } from './stats';
 import { ProblemReporter } from './problems';
 
 /**
@@ -59,6 +60,7 @@ export function registerPatternNode(RED: NodeAPI, pattern: Pattern): void {
     let lastStatus: StreamStatus = { state: 'connecting', peers: 0, text: 'starting' };
     let stream: ZmqStream;
     let linger: number;
+    let unregisterStats = () => undefined as void;
     try {
       let fromSource: string[] = [];
       if (def.sourceStage && isInputPattern(pattern) && !bindsFor(pattern, def)) {
@@ -77,6 +79,8 @@ export function registerPatternNode(RED: NodeAPI, pattern: Pattern): void {
         },
       });
       linger = lingerMs(def);
+      const live = stream;
+      unregisterStats = registerStats(node.id, { pattern, peers: () => live.peers, stats: () => live.stats() });
     } catch (e) {
       const text = e instanceof ConfigError || e instanceof StreamError ? e.message : String(e);
       node.status({ fill: 'red', shape: 'ring', text });
@@ -127,6 +131,7 @@ export function registerPatternNode(RED: NodeAPI, pattern: Pattern): void {
         })
         .catch((e) => node.error(`close: ${String(e)}`))
         .finally(() => {
+          unregisterStats();
           problems.stop();
           node.status({});
           done();
