@@ -2,6 +2,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { PeerFileError } from '../native/peers';
+import { downCommand, launchCommand, listCommand, logsCommand, statusCommand } from './local/verbs';
 import { RunError, startRun } from './run-stage';
 import { checkArgs, exportCommand, graphCommand, validateCommand } from './pipeline-verbs';
 import { PACKAGE_ROOT, startRuntime } from './runtime';
@@ -155,7 +156,7 @@ const verbs: Record<string, Verb> = {
       'to the id, the S3 bucket to spawn-red-<id>. Exits 1, writing nothing, if the flow has problems.',
     ].join('\n'),
     async run(args) {
-      const problem = checkArgs(args, ['output', 'pipeline-id', 'name', 's3-bucket']);
+      const problem = checkArgs(args, ['output', 'pipeline-id', 'name', 's3-bucket', 'provider']);
       if (problem) throw new UsageError(problem);
       return exportCommand(args);
     },
@@ -188,9 +189,51 @@ const verbs: Record<string, Verb> = {
       return graphCommand(args);
     },
   },
+  launch: {
+    summary: 'run every stage instance of a flow or pipeline (local processes by default)',
+    usage: 'spawn-red launch <flows.json | pipeline.json> [--provider local] [--pipeline-id ID] [--flow flows.json] [--detached]',
+    help: [
+      'Runs each stage instance as its own process on this machine: its own loopback address',
+      '(127.<pipeline>.<stage>.<instance>, so instances of one stage share a port as on separate',
+      'hosts), peer-discovery file, log and folder under ~/.spawn-red/pipelines/<pipeline_id>/',
+      '($SPAWN_RED_HOME overrides ~/.spawn-red). In the foreground it shows a live status table',
+      'and Ctrl-C stops the pipeline; --detached returns once every instance has started.',
+      'A pipeline.json runs its stage commands as given (with --flow, Node-RED stages find',
+      'flows.json in their folder). on_failure "stop" stops everything when an instance fails;',
+      '"continue" keeps the rest running. Stage timeouts are enforced.',
+    ].join('\n'),
+    run: (args) => launchCommand(args),
+  },
+  status: {
+    summary: 'show a launched pipeline: each instance\'s state, pid and message rates',
+    usage: 'spawn-red status <pipeline_id> [--json] [--watch]',
+    help: 'Reads the pipeline\'s state folder; works from any shell, and after the launcher is gone.',
+    run: (args) => statusCommand(args),
+  },
+  logs: {
+    summary: 'print the logs of a launched pipeline\'s instances',
+    usage: 'spawn-red logs <pipeline_id> [--stage S] [--follow]',
+    help: 'Each line is prefixed with stage/instance. --follow keeps printing new lines until Ctrl-C.',
+    run: (args) => logsCommand(args),
+  },
+  list: {
+    summary: 'list launched pipelines',
+    usage: 'spawn-red list [--json]',
+    help: 'Every pipeline with a state folder, running or not.',
+    run: async (args) => listCommand(args),
+  },
+  down: {
+    summary: 'stop every instance of a launched pipeline (logs stay)',
+    usage: 'spawn-red down <pipeline_id>',
+    help: [
+      'Stops the supervisor, which stops each instance (SIGTERM, then SIGKILL after 20 s), and',
+      'waits until none runs. Cleans up after a launcher that was killed. Logs and state stay.',
+    ].join('\n'),
+    run: (args) => downCommand(args),
+  },
 };
 
-const VALUED = ['port', 'host', 'user-dir', 'log-level', 'output', 'flow', 'stage', 'peers', 'pipeline-id', 'name', 's3-bucket'];
+const VALUED = ['port', 'host', 'user-dir', 'log-level', 'output', 'flow', 'stage', 'peers', 'pipeline-id', 'name', 's3-bucket', 'provider'];
 
 function mainHelp(): string {
   const width = Math.max(...Object.keys(verbs).map((v) => v.length));
