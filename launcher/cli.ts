@@ -156,7 +156,7 @@ const verbs: Record<string, Verb> = {
       'to the id, the S3 bucket to spawn-red-<id>. Exits 1, writing nothing, if the flow has problems.',
     ].join('\n'),
     async run(args) {
-      const problem = checkArgs(args, ['output', 'pipeline-id', 'name', 's3-bucket', 'provider']);
+      const problem = checkArgs(args, ['output', 'pipeline-id', 'name', 's3-bucket', 'provider', 'on-failure']);
       if (problem) throw new UsageError(problem);
       return exportCommand(args);
     },
@@ -191,7 +191,7 @@ const verbs: Record<string, Verb> = {
   },
   launch: {
     summary: 'run every stage instance of a flow or pipeline (local processes by default)',
-    usage: 'spawn-red launch <flows.json | pipeline.json> [--provider local] [--pipeline-id ID] [--flow flows.json] [--detached]',
+    usage: 'spawn-red launch <flows.json | pipeline.json> [--provider local] [--pipeline-id ID] [--flow flows.json] [--on-failure stop|continue] [--detached]',
     help: [
       'Runs each stage instance as its own process on this machine: its own loopback address',
       '(127.<pipeline>.<stage>.<instance>, so instances of one stage share a port as on separate',
@@ -200,7 +200,8 @@ const verbs: Record<string, Verb> = {
       'and Ctrl-C stops the pipeline; --detached returns once every instance has started.',
       'A pipeline.json runs its stage commands as given (with --flow, Node-RED stages find',
       'flows.json in their folder). on_failure "stop" stops everything when an instance fails;',
-      '"continue" keeps the rest running. Stage timeouts are enforced.',
+      '"continue" keeps the rest running (--on-failure overrides the file). Stage timeouts are',
+      'enforced. A pipeline id that is already running is refused.',
     ].join('\n'),
     run: (args) => launchCommand(args),
   },
@@ -233,7 +234,7 @@ const verbs: Record<string, Verb> = {
   },
 };
 
-const VALUED = ['port', 'host', 'user-dir', 'log-level', 'output', 'flow', 'stage', 'peers', 'pipeline-id', 'name', 's3-bucket', 'provider'];
+const VALUED = ['port', 'host', 'user-dir', 'log-level', 'output', 'flow', 'stage', 'peers', 'pipeline-id', 'name', 's3-bucket', 'provider', 'on-failure'];
 
 function mainHelp(): string {
   const width = Math.max(...Object.keys(verbs).map((v) => v.length));

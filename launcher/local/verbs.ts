@@ -171,6 +171,14 @@ export async function launchCommand(args: ParsedArgs): Promise<number> {
     }
     throw e;
   }
+  const onFailure = args.flags['on-failure'];
+  if (onFailure !== undefined) {
+    if (onFailure !== 'stop' && onFailure !== 'continue') {
+      console.error(`spawn-red launch: --on-failure must be stop or continue, not "${String(onFailure)}"`);
+      return 2;
+    }
+    input.pipeline.on_failure = onFailure;
+  }
   const id = input.pipeline.pipeline_id;
   const dir = pipelineDir(id);
   const previous = readState(dir);

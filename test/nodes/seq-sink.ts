@@ -10,8 +10,11 @@ interface SinkDef extends NodeDef {
   busyMicros?: number | string;
   reportFile?: string;
   label?: string;
-  /** `contiguous` (default): 0, 1, 2, … exactly; `increasing`: a share of a round-robin stream. */
-  ordering?: 'contiguous' | 'increasing';
+  /**
+   * `contiguous` (default): 0, 1, 2, … exactly; `increasing`: a share of a round-robin stream;
+   * `any`: several streams merged (no order), duplicates counted instead.
+   */
+  ordering?: 'contiguous' | 'increasing' | 'any';
 }
 
 interface SinkReport {
@@ -23,6 +26,8 @@ interface SinkReport {
   outOfOrder: number;
   /** Sum of the sequence numbers seen: shares of one stream add up to n(n-1)/2 when nothing repeats. */
   seqSum: number;
+  /** Sequence numbers seen more than once (ordering `any`). */
+  duplicates: number;
   firstProblem?: string;
   types: Record<string, number>;
   done: boolean;
@@ -49,8 +54,9 @@ export = (RED: NodeAPI) => {
     const node = this;
     const expect = Number(def.expect);
     const busy = Number(def.busyMicros) || 0;
-    const report: SinkReport = { label: def.label || node.id, count: 0, bytes: 0, firstAt: 0, lastAt: 0, outOfOrder: 0, seqSum: 0, types: {}, done: false };
+    const report: SinkReport = { label: def.label || node.id, count: 0, bytes: 0, firstAt: 0, lastAt: 0, outOfOrder: 0, seqSum: 0, duplicates: 0, types: {}, done: false };
     const increasing = def.ordering === 'increasing';
+    const seen = def.ordering === 'any' ? new Set<number>() : undefined;
     let expected = 0;
     const send = () => {
       const line = { event: 'sink', ...report };
@@ -67,7 +73,10 @@ export = (RED: NodeAPI) => {
       const t = Buffer.isBuffer(msg.payload) ? 'buffer' : msg.payload === null ? 'null' : typeof msg.payload;
       report.types[t] = (report.types[t] ?? 0) + 1;
       const seq = seqOf(msg);
-      if (increasing ? seq === undefined || seq < expected : seq !== expected) {
+      if (seen) {
+        if (seq !== undefined && seen.has(seq)) report.duplicates++;
+        if (seq !== undefined) seen.add(seq);
+      } else if (increasing ? seq === undefined || seq < expected : seq !== expected) {
         report.outOfOrder++;
         report.firstProblem ??= `expected ${increasing ? 'at least ' : ''}${expected}, got ${String(seq)} at message ${report.count}`;
       }

@@ -21,6 +21,7 @@ export interface SinkReport {
   lastAt: number;
   outOfOrder: number;
   seqSum: number;
+  duplicates: number;
   firstProblem?: string;
   types: Record<string, number>;
   done: boolean;
