@@ -79,14 +79,20 @@ export interface ZmqStream {
 }
 
 const DEFAULT_BATCH_BYTES = 64 * 1024;
+/** Frames libzmq may hold per peer and direction (see createSocket). */
+const ZMQ_FRAMES_IN_FLIGHT = 64;
 const DETACH_BYTES = 16 * 1024;
 /** Receive turns between yields to the event loop, so downstream nodes run and backpressure reaches the sender. */
 const YIELD_EVERY = 512;
 
 function createSocket(cfg: ZmqStreamConfig): zmq.Socket {
+  // libzmq's queues count frames, and a frame may be a batch of up to 64 KiB: a high-water mark of
+  // 1000 frames could hold 64 MB per peer and direction. Our own queue keeps messages in order and
+  // applies backpressure, so libzmq only needs enough frames to keep the socket busy.
+  const zmqHighWater = Math.min(cfg.highWater, ZMQ_FRAMES_IN_FLIGHT);
   const common = {
-    ...(SENDS[cfg.pattern] ? { sendHighWaterMark: cfg.highWater } : {}),
-    ...(RECEIVES[cfg.pattern] ? { receiveHighWaterMark: cfg.highWater } : {}),
+    ...(SENDS[cfg.pattern] ? { sendHighWaterMark: zmqHighWater } : {}),
+    ...(RECEIVES[cfg.pattern] ? { receiveHighWaterMark: zmqHighWater } : {}),
     reconnectInterval: cfg.reconnectMs,
     linger: 0, // set for real at close, once our own queue has drained
     // A ZAP domain makes libzmq refuse pre-3.0 ZMTP peers, so random bytes can no longer pass for an

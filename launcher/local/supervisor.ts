@@ -128,8 +128,8 @@ export function supervise(dir: string): void {
     return true;
   }
 
-  process.on('SIGTERM', () => stopAll('stopped by spawn-red down', 'stopped'));
-  process.on('SIGINT', () => stopAll('stopped by spawn-red down', 'stopped'));
+  process.on('SIGTERM', () => stopAll('stopped on request (spawn-red down, or Ctrl-C at launch)', 'stopped'));
+  process.on('SIGINT', () => stopAll('stopped on request (spawn-red down, or Ctrl-C at launch)', 'stopped'));
 
   // Dependencies first; ZeroMQ connects whenever a peer appears, so nothing waits for readiness.
   for (const inst of state.instances) {

@@ -61,7 +61,12 @@ export = (RED: NodeAPI) => {
     const send = () => {
       const line = { event: 'sink', ...report };
       if (process.send && process.connected) process.send(line);
-      if (def.reportFile) require('fs').writeFileSync(def.reportFile, JSON.stringify(line));
+      if (def.reportFile) {
+        // Write then rename: a reader polling the file never sees half of it.
+        const fs = require('fs');
+        fs.writeFileSync(`${def.reportFile}.tmp`, JSON.stringify(line));
+        fs.renameSync(`${def.reportFile}.tmp`, def.reportFile);
+      }
     };
     const progress = setInterval(send, 500);
     node.on('input', (msg: Record<string, unknown>, _send: unknown, done: () => void) => {
