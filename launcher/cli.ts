@@ -191,7 +191,7 @@ const verbs: Record<string, Verb> = {
   },
   launch: {
     summary: 'run every stage instance of a flow or pipeline (local processes by default)',
-    usage: 'spawn-red launch <flows.json | pipeline.json> [--provider local] [--pipeline-id ID] [--flow flows.json] [--on-failure stop|continue] [--detached]',
+    usage: 'spawn-red launch <flows.json | pipeline.json> [--provider local] [--pipeline-id ID] [--flow flows.json] [--on-failure stop|continue] [--detached] [--netns]',
     help: [
       'Runs each stage instance as its own process on this machine: its own loopback address',
       '(127.<pipeline>.<stage>.<instance>, so instances of one stage share a port as on separate',
@@ -201,7 +201,8 @@ const verbs: Record<string, Verb> = {
       'A pipeline.json runs its stage commands as given (with --flow, Node-RED stages find',
       'flows.json in their folder). on_failure "stop" stops everything when an instance fails;',
       '"continue" keeps the rest running (--on-failure overrides the file). Stage timeouts are',
-      'enforced. A pipeline id that is already running is refused.',
+      'enforced. A pipeline id that is already running is refused. --netns (root): each instance',
+      'in a network namespace of its own on a bridge, address 10.<pipeline>.<stage>.<instance>.',
     ].join('\n'),
     run: (args) => launchCommand(args),
   },

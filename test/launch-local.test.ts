@@ -165,6 +165,32 @@ describe('spawn-red launch: the local provider', function () {
     assert.equal(rep.outOfOrder, 0);
   });
 
+  it('--netns: each instance in its own network namespace (root), streaming across the bridge', async function () {
+    if (process.getuid?.() !== 0) {
+      if (process.env.CI === 'true') throw new Error('the --netns test needs root under CI');
+      console.log('      (skipped: --netns needs root)');
+      this.skip();
+    }
+    const report = path.join(dir, 'ns.json');
+    const flowFile = path.join(dir, 'ns.json.flow');
+    fs.writeFileSync(flowFile, JSON.stringify(threeStageFlow(report)));
+    const r = cli('launch', flowFile, '--detached', '--netns', '--pipeline-id', 'ns');
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    const s = status('ns');
+    assert.ok(s.instances.every((i) => /^10\.\d+\.\d+\.\d+$/.test(i.address)), 'namespace addresses');
+    const done = await waitFor('every message across the namespaces', () => {
+      const rep = fs.existsSync(report) ? (JSON.parse(fs.readFileSync(report, 'utf8')) as { done: boolean; count: number; duplicates: number }) : undefined;
+      return rep?.done ? rep : undefined;
+    });
+    assert.equal(done.count, N);
+    assert.equal(done.duplicates, 0);
+    const namespaces = () => spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout;
+    const block = s.instances[0].address.split('.')[1];
+    assert.match(namespaces(), new RegExp(`sr${block}-2-2`));
+    assert.equal(cli('down', 'ns').status, 0);
+    assert.doesNotMatch(namespaces(), new RegExp(`sr${block}-`), 'down removes the namespaces');
+  });
+
   for (const onFailure of ['stop', 'continue'] as const) {
     it(`an instance killed with SIGKILL: on_failure ${onFailure}`, async function () {
       const flowFile = path.join(dir, 'kill.json');

@@ -7,6 +7,7 @@ import { parseGoDuration } from '../go-duration';
 import { readSource } from '../pipeline-verbs';
 import { PACKAGE_ROOT } from '../runtime';
 import { formatProblem, validatePipeline } from '../validate';
+import { netnsAddress, netnsName } from './netns';
 import { InstanceState, PipelineState } from './state';
 
 /**
@@ -75,7 +76,7 @@ export function stageTimeoutMs(stage: SpawnStage): number | undefined {
  * The instances, their folders and peer files (written here), and the initial state.
  * `block` is the second octet of the loopback addresses.
  */
-export function planLaunch(input: LaunchInput, dir: string, block: number): PipelineState {
+export function planLaunch(input: LaunchInput, dir: string, block: number, netns = false): PipelineState {
   const { pipeline } = input;
   const order = topoOrder(
     pipeline.stages.map((s) => s.stage_id),
@@ -92,7 +93,7 @@ export function planLaunch(input: LaunchInput, dir: string, block: number): Pipe
       stage_id: stage.stage_id,
       stage_index: si,
       instance_id: `local-${pipeline.pipeline_id}-${stage.stage_id}-${index}`,
-      private_ip: `127.${block}.${si + 1}.${index + 1}`,
+      private_ip: netns ? netnsAddress(block, si, index) : `127.${block}.${si + 1}.${index + 1}`,
       dns_name: `${stage.stage_id}-${index}.${pipeline.pipeline_id}.spore.host`,
       state: 'running',
       index,
@@ -128,6 +129,7 @@ export function planLaunch(input: LaunchInput, dir: string, block: number): Pipe
         index: self.index,
         instance_id: self.instance_id,
         address: self.private_ip,
+        netns: netns ? netnsName(block, self.stage_index, self.index) : undefined,
         dir: instDir,
         log: path.join(instDir, 'instance.log'),
         timeout_ms: stageTimeoutMs(stage),
@@ -151,6 +153,7 @@ export function planLaunch(input: LaunchInput, dir: string, block: number): Pipe
     on_failure: pipeline.on_failure === 'continue' ? 'continue' : 'stop',
     source: input.source,
     block,
+    netns,
     launched_at: new Date().toISOString(),
     instances,
   };

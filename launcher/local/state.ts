@@ -18,6 +18,8 @@ export interface InstanceState {
   index: number;
   instance_id: string;
   address: string;
+  /** The instance's network namespace (launch --netns). */
+  netns?: string;
   dir: string;
   log: string;
   /** How it is started: an argv, or a shell command line (external program from a pipeline file). */
@@ -43,8 +45,12 @@ export interface PipelineState {
   on_failure: 'stop' | 'continue';
   /** The file launched. */
   source: string;
-  /** Second octet of the pipeline's loopback block: instances are 127.<block>.<stage+1>.<index+1>. */
+  /**
+   * Second octet of the pipeline's address block: instances are 127.<block>.<stage+1>.<index+1>,
+   * or 10.<block>.<stage+1>.<index+1> in network namespaces of their own (`netns`).
+   */
   block: number;
+  netns?: boolean;
   launched_at: string;
   ended_at?: string;
   supervisor_pid?: number;

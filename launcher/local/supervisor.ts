@@ -2,6 +2,7 @@ import { ChildProcess, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import type { SpawnPipeline } from '../export';
+import { inNetns } from './netns';
 import { instanceEnv } from './plan';
 import { InstanceState, lastLines, PipelineState, PipelineStatus, processStart, readState, writeState } from './state';
 
@@ -91,7 +92,7 @@ export function supervise(dir: string): void {
     const stage = pipeline.stages.find((s) => s.stage_id === inst.stage_id);
     const log = fs.openSync(inst.log, 'a');
     fs.writeSync(log, `=== spawn-red: ${inst.stage_id}/${inst.index} on ${inst.address}, started ${new Date().toISOString()}\n`);
-    const [file, ...args] = inst.argv ?? ['/bin/sh', '-c', inst.shell ?? 'false'];
+    const [file, ...args] = inNetns(inst, inst.argv ?? ['/bin/sh', '-c', inst.shell ?? 'false']);
     let child: ChildProcess;
     try {
       child = spawn(file, args, { cwd: inst.dir, env: instanceEnv(state!, inst, stage), detached: true, stdio: ['ignore', log, log] });

@@ -3,6 +3,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { ParsedArgs } from '../cli';
 import { pipelineJson } from '../export';
+import { checkNetnsAllowed, NetnsError, setUpNetns, tearDownNetns } from './netns';
 import { planLaunch, PlanError, readLaunchInput } from './plan';
 import {
   alive,
@@ -140,6 +141,7 @@ export async function stopPipeline(id: string, log: (s: string) => void = consol
       if (!left.some((i) => alive(i.pid, i.pid_start))) break;
     }
   }
+  if (state.netns) tearDownNetns(state);
   if (!ENDED.has(state.status) || left.length > 0) {
     for (const i of state.instances) if (i.status === 'running' || i.status === 'pending') i.status = 'stopped';
     state.status = 'stopped';
@@ -190,10 +192,20 @@ export async function launchCommand(args: ParsedArgs): Promise<number> {
     }
   }
   fs.mkdirSync(dir, { recursive: true });
+  const netns = args.flags.netns === true;
   let state: PipelineState;
   try {
-    state = planLaunch(input, dir, chooseBlock(id));
+    if (netns) checkNetnsAllowed();
+    state = planLaunch(input, dir, chooseBlock(id), netns);
+    if (netns) {
+      if (previous?.netns) tearDownNetns(previous); // left by a run that ended without down
+      setUpNetns(state);
+    }
   } catch (e) {
+    if (e instanceof NetnsError) {
+      console.error(`spawn-red launch: ${e.message}`);
+      return 1;
+    }
     if (e instanceof PlanError) {
       for (const p of e.problems) console.error(p);
       return 1;
@@ -289,6 +301,7 @@ export async function downCommand(args: ParsedArgs): Promise<number> {
   const state = loadOrFail(args.positional[0], 'down');
   if (typeof state === 'number') return state;
   if (liveProcesses(state).length === 0 && ENDED.has(state.status)) {
+    if (state.netns) tearDownNetns(state);
     console.log(`pipeline ${state.pipeline_id} is not running (${state.status}); logs in ${pipelineDir(state.pipeline_id)}`);
     return 0;
   }
