@@ -4,6 +4,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { DEFAULT_HOSTFILE, DEFAULT_PEERS_FILE, hostfile, loadPeerFile, PeerFile, spawnEnv } from '../native/peers';
 import { FlowNode, Stage } from '../nodes/common/pipeline';
+import { unusedCoreNodeFiles } from './core-nodes';
 import { parseJson } from './json-location';
 import { startRuntime } from './runtime';
 import { findStage, stageFlow } from './stage-flow';
@@ -92,8 +93,10 @@ export async function startRun(opts: RunOptions): Promise<Running> {
   const userDir = opts.userDir ?? tempDir!;
   fs.mkdirSync(userDir, { recursive: true });
   const flowFile = path.join(userDir, stage ? `flows-${stage.stageId}.json` : 'flows.json');
-  fs.writeFileSync(flowFile, JSON.stringify(stage ? stageFlow(flow, stage) : flow, null, 1));
-  const rt = await startRuntime({ flowFile, userDir, logLevel: opts.logLevel, nodesDirs: opts.nodesDirs });
+  const runFlow = stage ? stageFlow(flow, stage) : flow;
+  fs.writeFileSync(flowFile, JSON.stringify(runFlow, null, 1));
+  const nodesExcludes = process.env.SPAWN_RED_ALL_NODES ? [] : unusedCoreNodeFiles(runFlow);
+  const rt = await startRuntime({ flowFile, userDir, logLevel: opts.logLevel, nodesDirs: opts.nodesDirs, settings: { nodesExcludes } });
   const cleanup = () => {
     if (tempDir) fs.rmSync(tempDir, { recursive: true, force: true });
   };
