@@ -92,14 +92,20 @@ export function exportCommand(args: ParsedArgs): number {
   return 0;
 }
 
-export function validateCommand(args: ParsedArgs): number {
+/** Read the file named by the verb's argument and analyse it; undefined (problems printed) when it cannot be read. */
+function readAndAnalyse(args: ParsedArgs): ReturnType<typeof analyse> | undefined {
   const file = args.positional[0];
   const { source, problems } = readSource(file);
   if (!source) {
     printProblems(problems);
-    return 1;
+    return undefined;
   }
-  const a = analyse(file, source);
+  return analyse(file, source);
+}
+
+export function validateCommand(args: ParsedArgs): number {
+  const a = readAndAnalyse(args);
+  if (!a) return 1;
   if (a.problems.length) {
     printProblems(a.problems);
     return 1;
@@ -109,13 +115,8 @@ export function validateCommand(args: ParsedArgs): number {
 }
 
 export function graphCommand(args: ParsedArgs): number {
-  const file = args.positional[0];
-  const { source, problems } = readSource(file);
-  if (!source) {
-    printProblems(problems);
-    return 1;
-  }
-  const a = analyse(file, source);
+  const a = readAndAnalyse(args);
+  if (!a) return 1;
   process.stdout.write(args.flags.json ? `${JSON.stringify(a.graph, null, 2)}\n` : renderGraph(a.graph, a.title));
   // The graph is drawn even so; the problems say why the pipeline would not run.
   printProblems(a.problems);

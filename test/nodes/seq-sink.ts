@@ -1,4 +1,5 @@
 import type { Node, NodeAPI, NodeDef } from 'node-red';
+import type { SinkReport } from '../support/sink-report';
 
 /**
  * Test and benchmark node: checks that sequence-numbered messages arrive complete, in order and
@@ -17,21 +18,6 @@ interface SinkDef extends NodeDef {
   ordering?: 'contiguous' | 'increasing' | 'any';
 }
 
-interface SinkReport {
-  label: string;
-  count: number;
-  bytes: number;
-  firstAt: number;
-  lastAt: number;
-  outOfOrder: number;
-  /** Sum of the sequence numbers seen: shares of one stream add up to n(n-1)/2 when nothing repeats. */
-  seqSum: number;
-  /** Sequence numbers seen more than once (ordering `any`). */
-  duplicates: number;
-  firstProblem?: string;
-  types: Record<string, number>;
-  done: boolean;
-}
 
 function seqOf(msg: Record<string, unknown>): number | undefined {
   const p = msg.payload;

@@ -2,6 +2,7 @@ import { ChildProcess, fork } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import type { SinkReport as BaseReport } from './sink-report';
 
 /**
  * A headless Node-RED runtime in a child process (`spawn-red run`), with the test nodes loaded.
@@ -12,20 +13,7 @@ const ROOT = path.resolve(__dirname, '..', '..', '..');
 export const TEST_NODES_DIR = path.join(ROOT, 'dist', 'test', 'nodes');
 const CLI = path.join(ROOT, 'bin', 'spawn-red.js');
 
-export interface SinkReport {
-  event: 'sink';
-  label: string;
-  count: number;
-  bytes: number;
-  firstAt: number;
-  lastAt: number;
-  outOfOrder: number;
-  seqSum: number;
-  duplicates: number;
-  firstProblem?: string;
-  types: Record<string, number>;
-  done: boolean;
-}
+export type SinkReport = BaseReport & { event: 'sink' };
 
 export interface ChildRuntime {
   proc: ChildProcess;
