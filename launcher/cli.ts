@@ -2,11 +2,19 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { PeerFileError } from '../native/peers';
+import { hasEc2Pipelines, wantsEc2 } from './ec2/dispatch';
 import { downCommand, launchCommand, listCommand, logsCommand, statusCommand } from './local/verbs';
 import { RunError, startRun } from './run-stage';
 import { checkArgs, exportCommand, graphCommand, validateCommand } from './pipeline-verbs';
 import { PACKAGE_ROOT, startRuntime } from './runtime';
 import { StageNotFound } from './stage-flow';
+
+/**
+ * The EC2 provider, loaded only by the verbs that may need it: the AWS SDK adds ~70 MB to a
+ * process, and every pipeline instance runs this CLI (`run`).
+ */
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const ec2 = (): typeof import('./ec2/verbs') => require('./ec2/verbs');
 
 /**
  * `spawn-red <verb>`: exit 0 on success, 1 on a problem (printed one per line), 2 on bad usage.
@@ -190,8 +198,12 @@ const verbs: Record<string, Verb> = {
     },
   },
   launch: {
-    summary: 'run every stage instance of a flow or pipeline (local processes by default)',
-    usage: 'spawn-red launch <flows.json | pipeline.json> [--provider local] [--pipeline-id ID] [--flow flows.json] [--on-failure stop|continue] [--detached] [--netns]',
+    summary: 'run every stage instance of a flow or pipeline (local processes by default, or on EC2)',
+    usage: [
+      'spawn-red launch <flows.json | pipeline.json> [--provider local] [--pipeline-id ID] [--flow flows.json] [--on-failure stop|continue] [--detached] [--netns]',
+      '       spawn-red launch <flows.json | pipeline.json> --provider ec2 [--region R] [--instance-profile P] [--key-name K] [--ssh-cidr CIDR[,CIDR]]',
+      '                        [--subnet S] [--ami AMI] [--package <spec|url>] [--pipeline-id ID] [--flow flows.json] [--dry-run [--show-user-data]]',
+    ].join('\n'),
     help: [
       'Runs each stage instance as its own process on this machine: its own loopback address',
       '(127.<pipeline>.<stage>.<instance>, so instances of one stage share a port as on separate',
@@ -203,39 +215,57 @@ const verbs: Record<string, Verb> = {
       '"continue" keeps the rest running (--on-failure overrides the file). Stage timeouts are',
       'enforced. A pipeline id that is already running is refused. --netns (root): each instance',
       'in a network namespace of its own on a bridge, address 10.<pipeline>.<stage>.<instance>.',
+      '',
+      '--provider ec2 provisions EC2 instances instead (credentials and region from the AWS SDK chain;',
+      'AWS_ENDPOINT_URL_EC2 points it at an emulator): a security group admitting the stream ports only',
+      'from itself (SSH only from --ssh-cidr), a cluster placement group for EFA or placement_group "auto"',
+      'stages, one RunInstances per stage (EFA interface, spot, IMDSv2, spawn\'s tags), the AMI given or the',
+      'newest Amazon Linux 2023. Each instance installs Node.js 20 and this package (--package to install',
+      'another build), writes /etc/spawn/pipeline-peers.json once every instance runs, and starts its stage',
+      'as the spawn-red systemd service. --instance-profile names a profile allowing ec2:DescribeInstances',
+      '(needed with more than one instance). A failure on the way removes everything the launch created.',
+      '--dry-run prints every EC2 call with its parameters and makes none.',
     ].join('\n'),
-    run: (args) => launchCommand(args),
+    run: (args) => (args.flags.provider === 'ec2' ? ec2().ec2LaunchCommand(args) : launchCommand(args)),
   },
   status: {
     summary: 'show a launched pipeline: each instance\'s state, pid and message rates',
-    usage: 'spawn-red status <pipeline_id> [--json] [--watch]',
-    help: 'Reads the pipeline\'s state folder; works from any shell, and after the launcher is gone.',
-    run: (args) => statusCommand(args),
+    usage: 'spawn-red status <pipeline_id> [--json] [--watch] [--provider ec2 [--region R]]',
+    help: [
+      'Reads the pipeline\'s state folder; works from any shell, and after the launcher is gone.',
+      'An ec2 pipeline\'s instances are looked up in EC2 (by the spawn:pipeline-id tag); --provider ec2',
+      'looks there for a pipeline launched from another machine.',
+    ].join('\n'),
+    run: (args) => (wantsEc2(args) ? ec2().ec2StatusCommand(args) : statusCommand(args)),
   },
   logs: {
     summary: 'print the logs of a launched pipeline\'s instances',
     usage: 'spawn-red logs <pipeline_id> [--stage S] [--follow]',
     help: 'Each line is prefixed with stage/instance. --follow keeps printing new lines until Ctrl-C.',
-    run: (args) => logsCommand(args),
+    run: (args) => (wantsEc2(args) ? ec2().ec2LogsCommand(args) : logsCommand(args)),
   },
   list: {
     summary: 'list launched pipelines',
     usage: 'spawn-red list [--json]',
-    help: 'Every pipeline with a state folder, running or not.',
-    run: async (args) => listCommand(args),
+    help: 'Every pipeline with a state folder, running or not, local and ec2.',
+    run: async (args) => (hasEc2Pipelines() ? ec2().listAllCommand(args) : listCommand(args)),
   },
   down: {
     summary: 'stop every instance of a launched pipeline (logs stay)',
-    usage: 'spawn-red down <pipeline_id>',
+    usage: 'spawn-red down <pipeline_id> [--provider ec2 [--region R] [--dry-run]]',
     help: [
       'Stops the supervisor, which stops each instance (SIGTERM, then SIGKILL after 20 s), and',
       'waits until none runs. Cleans up after a launcher that was killed. Logs and state stay.',
+      'An ec2 pipeline: terminates its instances (found by tag), waits until they are terminated, then',
+      'deletes its placement group and security group; idempotent, and it also cleans up after a',
+      'launch that failed or was killed half-way. --provider ec2 finds a pipeline by tag alone.',
     ].join('\n'),
-    run: (args) => downCommand(args),
+    run: (args) => (wantsEc2(args) ? ec2().ec2DownCommand(args) : downCommand(args)),
   },
 };
 
-const VALUED = ['port', 'host', 'user-dir', 'log-level', 'output', 'flow', 'stage', 'peers', 'pipeline-id', 'name', 's3-bucket', 'provider', 'on-failure'];
+const VALUED = ['port', 'host', 'user-dir', 'log-level', 'output', 'flow', 'stage', 'peers', 'pipeline-id', 'name', 's3-bucket', 'provider', 'on-failure',
+  'region', 'key-name', 'subnet', 'instance-profile', 'package', 'ssh-cidr', 'ami'];
 
 function mainHelp(): string {
   const width = Math.max(...Object.keys(verbs).map((v) => v.length));
