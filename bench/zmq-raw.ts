@@ -32,6 +32,12 @@ function tell(m: object): Promise<void> {
 }
 
 async function send(endpoint: string, count: number, size: number): Promise<void> {
+  // Forked: wait for the parent's stop. Run by hand: close once sent (linger flushes the rest).
+  const stopped = new Promise<void>((resolve) => {
+    if (!process.send) return resolve();
+    process.on('message', (m: { cmd?: string }) => m.cmd === 'stop' && resolve());
+    process.on('disconnect', () => resolve());
+  });
   const sock = new zmq.Push({ linger: 5000 });
   let peered!: () => void;
   const peer = new Promise<void>((r) => (peered = r));
@@ -50,10 +56,7 @@ async function send(endpoint: string, count: number, size: number): Promise<void
   }
   await tell({ event: 'sent', count });
   // Stay up until the parent has seen the receiver finish (the socket's linger covers the rest).
-  await new Promise<void>((resolve) => {
-    process.on('message', (m: { cmd?: string }) => m.cmd === 'stop' && resolve());
-    process.on('disconnect', () => resolve());
-  });
+  await stopped;
   sock.close();
 }
 
@@ -93,8 +96,12 @@ async function main(): Promise<void> {
 
 main().then(
   () => {
-    // Let the IPC message leave before exiting.
-    if (process.connected) process.disconnect();
+    // Reports were flushed (tell awaits the IPC write); nothing else is left to do.
+    // Forked: exit now. Run by hand: let the process end by itself once ZeroMQ's linger is over.
+    if (process.connected) {
+      process.disconnect();
+      process.exit(0);
+    }
   },
   (e) => {
     console.error(e);

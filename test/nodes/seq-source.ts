@@ -13,8 +13,6 @@ interface SourceDef extends NodeDef {
   window?: number | string;
   startDelay?: number | string;
   chunk?: number | string;
-  /** With a window: once it is full, wait for this many completions before sending again (default 1). */
-  resume?: number | string;
 }
 
 function makePayload(kind: SourceDef['kind'], seq: number, size: number, template?: Buffer): unknown {
@@ -44,10 +42,6 @@ export = (RED: NodeAPI) => {
     const size = Number(def.size) || 100;
     const window = Number(def.window) || 0;
     const chunk = Number(def.chunk) || 1000;
-    // Refill in steps of `resume` rather than one message per completion (a pump, with its status
-    // update, per message caps a 100-byte benchmark at ~200k msg/s before any transport).
-    const resume = Math.min(window, Number(def.resume) || 1);
-    let refillScheduled = false;
     const template = Buffer.alloc(Math.max(8, size), 0x5a);
     let next = 0;
     let completed = 0;
@@ -57,15 +51,7 @@ export = (RED: NodeAPI) => {
       RED.hooks.add(hookName, (ev: { msg: Record<string, unknown> }) => {
         if (ev.msg._seqsrc === node.id) {
           completed++;
-          if (resume <= 1) {
-            if (!pumping) setImmediate(pump);
-          } else if (!pumping && !refillScheduled && next - completed <= window - resume) {
-            refillScheduled = true;
-            setImmediate(() => {
-              refillScheduled = false;
-              pump();
-            });
-          }
+          if (!pumping) setImmediate(pump);
         }
       });
     }
