@@ -4,6 +4,7 @@ import {
   encodePayload,
   encodeSingle,
   EncodedPayload,
+  FRAME_HEADER,
   recordSize,
 } from './codec';
 import { errorText, StreamError } from './errors';
@@ -166,18 +167,21 @@ export class Sender {
     if (!this.opts.batch || payload.bytes.length >= this.opts.detachBytes || single >= this.opts.batchBytes) {
       return { frames: [...envelope, ...encodeSingle(first.meta, payload, this.opts.detachBytes)], entries: [first] };
     }
-    const writer = new BatchWriter(Math.min(this.opts.batchBytes, 1 << 20));
-    writer.add(first.meta, payload);
+    // Choose the batch first, then write it into one buffer of exactly its size: an allocation
+    // per frame (large ones live outside V8's heap and make garbage collections come sooner).
     const entries = [first];
+    let size = FRAME_HEADER + single;
     while (this.head < this.queue.length) {
       const next = this.queue[this.head];
       if (!sameKey(first.key, next.key) || next.raw) break;
-      const size = recordSize(next.meta, next.payload!);
-      if (next.payload!.bytes.length >= this.opts.detachBytes || writer.size + size > this.opts.batchBytes) break;
-      writer.add(next.meta, next.payload!);
+      const s = recordSize(next.meta, next.payload!);
+      if (next.payload!.bytes.length >= this.opts.detachBytes || size + s > this.opts.batchBytes) break;
       entries.push(next);
+      size += s;
       this.head++;
     }
+    const writer = new BatchWriter(size);
+    for (const e of entries) writer.add(e.meta, e.payload!);
     return { frames: [...envelope, writer.seal()], entries };
   }
 
