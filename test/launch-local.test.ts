@@ -68,13 +68,13 @@ function stageNode(tab: string, id: string, extra: Record<string, unknown> = {})
 }
 
 /** producer → processor ×2 → consumer; the consumer's sink writes its report to `report`. */
-function threeStageFlow(report: string): object[] {
+function threeStageFlow(report: string, startFile = ''): object[] {
   return [
     { id: 'tP', type: 'tab', label: 'producer' },
     { id: 'tW', type: 'tab', label: 'processor' },
     { id: 'tC', type: 'tab', label: 'consumer' },
     stageNode('tP', 'producer'),
-    { id: 'src', type: 'seq-source', z: 'tP', count: N, size: 200, kind: 'buffer', window: 2000, startDelay: 500, wires: [['push1']] },
+    { id: 'src', type: 'seq-source', z: 'tP', count: N, size: 200, kind: 'buffer', window: 2000, startFile, wires: [['push1']] },
     { id: 'push1', type: 'spawn-push', z: 'tP', port: 7101, wires: [] },
     stageNode('tW', 'processor', { instanceCount: 2 }),
     { id: 'pull1', type: 'spawn-pull', z: 'tW', sourceStage: 'producer', wires: [['push2']] },
@@ -101,10 +101,21 @@ describe('spawn-red launch: the local provider', function () {
   it(`producer → processor ×2 → consumer: ${N} messages arrive complete, each processor carries a share, down leaves no process`, async function () {
     const report = path.join(dir, 'consumer.json');
     const flowFile = path.join(dir, 'three-stage.json');
-    fs.writeFileSync(flowFile, JSON.stringify(threeStageFlow(report)));
+    const startFile = path.join(dir, 'start');
+    fs.writeFileSync(flowFile, JSON.stringify(threeStageFlow(report, startFile)));
     const r = cli('launch', flowFile, '--detached');
     assert.equal(r.status, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /launching three-stage: 4 instances of 3 stages/);
+    // Start the source once both processors are connected to the producer: each then gets a share.
+    const producerStats = path.join(home, 'pipelines', 'three-stage', 'producer-0', 'stats.json');
+    await waitFor('both processors connected', () => {
+      try {
+        return (JSON.parse(fs.readFileSync(producerStats, 'utf8')) as { nodes: Record<string, { peers: number }> }).nodes.push1?.peers === 2 ? true : undefined;
+      } catch {
+        return undefined;
+      }
+    });
+    fs.writeFileSync(startFile, '');
 
     const running = status('three-stage');
     assert.equal(running.status, 'running');

@@ -44,12 +44,12 @@ function writePeerFile(dir: string, self: PeerInfo, all: Record<string, PeerInfo
   return p;
 }
 
-function pipelineFlow(port: number): object[] {
+function pipelineFlow(port: number, startFile = ''): object[] {
   return [
     { id: 'tabP', type: 'tab', label: 'Producer' },
     { id: 'tabC', type: 'tab', label: 'Consumer' },
     { id: 'stP', type: 'spawn-stage', z: 'tabP', stageId: '', instanceCount: 1, wires: [] },
-    { id: 'src', type: 'seq-source', z: 'tabP', count: N, size: 64, kind: 'buffer', wires: [['push']] },
+    { id: 'src', type: 'seq-source', z: 'tabP', count: N, size: 64, kind: 'buffer', startFile, wires: [['push']] },
     { id: 'push', type: 'spawn-push', z: 'tabP', port, wires: [] },
     { id: 'stC', type: 'spawn-stage', z: 'tabC', stageId: 'consumer', instanceCount: 2, wires: [] },
     { id: 'pull', type: 'spawn-pull', z: 'tabC', sourceStage: 'producer', endpoints: '', wires: [['sink']] },
@@ -70,7 +70,8 @@ describe('spawn-red run: one stage per process, peers from the peer-discovery fi
 
   it(`a producer and two consumer instances on 127.0.0.x stream ${N} messages in round-robin shares that add up`, async function () {
     const port = await freePort();
-    const flow = pipelineFlow(port);
+    const startFile = path.join(dir, 'start');
+    const flow = pipelineFlow(port, startFile);
     const all = {
       producer: [peer('producer', 0, 0, '127.0.0.2')],
       consumer: [peer('consumer', 1, 0, '127.0.0.3'), peer('consumer', 1, 1, '127.0.0.4')],
@@ -80,7 +81,11 @@ describe('spawn-red run: one stage per process, peers from the peer-discovery fi
     for (const [i, peers] of consumerPeers.entries()) {
       children.push(await startChildRuntime(flow, `consumer-${i}`, { stage: 'consumer', peers, env: { SPAWN_BIND_ADDR: all.consumer[i].private_ip } }));
     }
-    children.push(await startChildRuntime(flow, 'producer', { stage: 'producer', peers: producerPeers, env: { SPAWN_BIND_ADDR: '127.0.0.2' } }));
+    const stats = path.join(dir, 'producer-stats.json');
+    children.push(await startChildRuntime(flow, 'producer', { stage: 'producer', peers: producerPeers, env: { SPAWN_BIND_ADDR: '127.0.0.2', SPAWN_STATS_FILE: stats } }));
+    // The source starts once both consumer instances are connected: a share each is then certain.
+    await waitUntil(() => peersOf(stats, 'push') === 2, 20_000, () => fs.existsSync(stats) ? fs.readFileSync(stats, 'utf8') : 'no stats yet');
+    fs.writeFileSync(startFile, '');
     const [c0, c1] = children;
     // Both consumers report every 500 ms; wait until their shares cover the stream.
     await waitUntil(() => (c0.latest('share')?.count ?? 0) + (c1.latest('share')?.count ?? 0) >= N, 60_000, () => JSON.stringify([c0.latest('share'), c1.latest('share')]));
@@ -151,6 +156,15 @@ describe('spawn-red run: one stage per process, peers from the peer-discovery fi
     assert.equal(fs.readFileSync(hostfile, 'utf8'), '127.0.0.5 slots=1\n127.0.0.6 slots=1\n');
   });
 });
+
+/** The peer count a node reports in an instance's stats file (SPAWN_STATS_FILE). */
+function peersOf(statsFile: string, nodeId: string): number | undefined {
+  try {
+    return (JSON.parse(fs.readFileSync(statsFile, 'utf8')) as { nodes: Record<string, { peers: number }> }).nodes[nodeId]?.peers;
+  } catch {
+    return undefined;
+  }
+}
 
 async function waitUntil(cond: () => boolean, timeoutMs: number, describe: () => string): Promise<void> {
   const deadline = Date.now() + timeoutMs;

@@ -12,6 +12,8 @@ interface SourceDef extends NodeDef {
   kind: 'buffer' | 'string' | 'number' | 'object';
   window?: number | string;
   startDelay?: number | string;
+  /** Start once this file exists (a test creates it when every consumer is connected). */
+  startFile?: string;
   chunk?: number | string;
 }
 
@@ -71,7 +73,11 @@ export = (RED: NodeAPI) => {
       node.status({ text: `${next}/${count}` });
       if (next < count && (window === 0 || next - completed < window)) setImmediate(pump);
     }
-    const timer = setTimeout(pump, Number(def.startDelay) || 0);
+    const startWhenReady = () => {
+      if (!def.startFile || require('fs').existsSync(def.startFile)) pump();
+      else timer = setTimeout(startWhenReady, 20);
+    };
+    let timer = setTimeout(startWhenReady, Number(def.startDelay) || 0);
     node.on('input', () => pump());
     node.on('close', () => {
       stopped = true;

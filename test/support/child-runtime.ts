@@ -58,7 +58,10 @@ export async function startChildRuntime(flow: object[], name = 'runtime', opts: 
   });
   const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${name} did not start within 20 s:\n${out}`)), 20_000);
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL'); // never leave a half-started runtime behind
+      reject(new Error(`${name} did not start within 20 s:\n${out}`));
+    }, 20_000);
     proc.on('message', (m: { event?: string }) => {
       if (m.event === 'started') {
         clearTimeout(timer);
