@@ -4,6 +4,7 @@ import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
 import { findPyzmq, PYZMQ_SCRIPT } from './pyzmq';
+import { freePort } from '../test/support/ports';
 
 /**
  * `npm run bench`: spawn-red push → pull between two headless Node-RED runtimes, side by side
@@ -179,17 +180,6 @@ interface Run {
   attempt?: number;
 }
 
-/** A loopback TCP port that nothing listens on right now (the kernel picks it). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 const TICKS_PER_SEC = 100; // USER_HZ on Linux
 

@@ -1,5 +1,6 @@
 import * as net from 'net';
 import type { Node } from 'node-red';
+export { freePort } from './ports';
 
 /**
  * node-red-node-test-helper with types and promises, and the six pattern node modules, so each
@@ -103,16 +104,5 @@ export async function waitForStatus(id: string, pred: (s: Status) => boolean, ti
   }
 }
 
-/** A loopback TCP port that nothing listens on right now (the kernel picks it). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as net.AddressInfo).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 export const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
