@@ -89,7 +89,9 @@ function createSocket(cfg: ZmqStreamConfig): zmq.Socket {
   // libzmq's queues count frames, and a frame may be a batch of up to 64 KiB: a high-water mark of
   // 1000 frames could hold 64 MB per peer and direction. Our own queue keeps messages in order and
   // applies backpressure, so libzmq only needs enough frames to keep the socket busy.
-  const zmqHighWater = Math.min(cfg.highWater, ZMQ_FRAMES_IN_FLIGHT);
+  // Pub/sub is the exception: a pub never waits, it drops at its high-water mark, and consecutive
+  // messages on different topics are separate frames, so pub and sub keep the full mark.
+  const zmqHighWater = cfg.pattern === 'pub' || cfg.pattern === 'sub' ? cfg.highWater : Math.min(cfg.highWater, ZMQ_FRAMES_IN_FLIGHT);
   const common = {
     ...(SENDS[cfg.pattern] ? { sendHighWaterMark: zmqHighWater } : {}),
     ...(RECEIVES[cfg.pattern] ? { receiveHighWaterMark: zmqHighWater } : {}),
