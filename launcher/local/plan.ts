@@ -22,7 +22,7 @@ export const CLI_PATH = path.join(PACKAGE_ROOT, 'bin', 'spawn-red.js');
  * Node's memory settings for a Node-RED instance, as NODE_OPTIONS (so a stage's own NODE_OPTIONS,
  * set in its env, replaces them). V8's defaults (16 MB young-generation semi-spaces, an old
  * generation sized for a whole machine) let an idle-looking stage sit at 130–190 MB resident after
- * a burst; these keep it near 110 MB at the same throughput (bench/launch.ts). Payload Buffers live
+ * a burst; these keep it 20–40 MB lower at the same throughput (bench/launch.ts). Payload Buffers live
  * outside the V8 heap and do not count against the 128 MB.
  */
 export const INSTANCE_NODE_OPTIONS = '--max-semi-space-size=4 --max-old-space-size=128';
