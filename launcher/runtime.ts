@@ -56,7 +56,8 @@ export async function startRuntime(opts: RuntimeOptions): Promise<Runtime> {
     // No update checks: pipelines often run where there is no way out, and nothing should ask.
     telemetry: { enabled: false, updateNotification: false },
     logging: { console: { level: opts.logLevel ?? 'info', metrics: false, audit: false } },
-    // Credentials are not used by spawn-red nodes; a fixed secret keeps Node-RED from writing one.
+    // spawn-red nodes keep no credentials; `false` stops Node-RED from generating a secret and
+    // writing it into the user directory of every instance.
     credentialSecret: false,
     ...opts.settings,
   };

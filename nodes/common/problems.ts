@@ -38,7 +38,8 @@ export class ProblemReporter {
 
   report(err: StreamError): void {
     if (this.early) {
-      this.early.push(err);
+      // Before the flows start: keep the first few (a garbage flood must not grow this).
+      if (this.early.length < 100) this.early.push(err);
       return;
     }
     const now = Date.now();
