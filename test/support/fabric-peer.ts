@@ -20,6 +20,9 @@ interface Job {
 const reply = (m: object) => process.send!(m);
 const fail = (e: unknown) => reply({ error: e instanceof Error ? e.message : String(e), code: (e as { code?: number }).code });
 
+// The test runner going away (or ending the test) ends this peer, whatever it is doing.
+process.on('disconnect', () => process.exit(0));
+
 process.once('message', (job: Job) => {
   let ep: Endpoint | undefined;
   try {
