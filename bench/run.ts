@@ -1,6 +1,5 @@
 import type { ChildProcess, ForkOptions } from 'child_process';
 import * as fs from 'fs';
-import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
 import { findPyzmq, PYZMQ_SCRIPT } from './pyzmq';

@@ -98,11 +98,6 @@ export function peersOf(file: PeerFile, stageId: string): PeerInfo[] {
   return (list ?? []).slice().sort((a, b) => a.index - b.index);
 }
 
-/** This instance's own entry. */
-export function selfOf(file: PeerFile): PeerInfo | undefined {
-  return file.stage_peers.find((p) => p.index === file.instance_index);
-}
-
 /** `<STAGE>` in spawn's variable names: upper case, anything outside [A-Za-z0-9] as `_`. */
 export function envName(stageId: string): string {
   return stageId.toUpperCase().replace(/[^A-Za-z0-9]/g, '_');

@@ -160,7 +160,7 @@ export function planLaunch(input: LaunchInput, dir: string, block: number, netns
 }
 
 /** The environment of one instance: spawn's variables, the stage's env, and where to report. */
-export function instanceEnv(state: PipelineState, inst: InstanceState, stage: SpawnStage | undefined): NodeJS.ProcessEnv {
+export function instanceEnv(inst: InstanceState, stage: SpawnStage | undefined): NodeJS.ProcessEnv {
   const peerPath = path.join(inst.dir, 'pipeline-peers.json');
   const peerFile = JSON.parse(fs.readFileSync(peerPath, 'utf8')) as PeerFile;
   const nodeRed = inst.argv !== undefined;

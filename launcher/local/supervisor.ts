@@ -4,7 +4,7 @@ import * as path from 'path';
 import type { SpawnPipeline } from '../export';
 import { inNetns } from './netns';
 import { instanceEnv } from './plan';
-import { InstanceState, lastLines, PipelineState, PipelineStatus, processStart, readState, writeState } from './state';
+import { InstanceState, lastLines, PipelineStatus, processStart, readState, writeState } from './state';
 
 /**
  * The supervisor of a locally launched pipeline: a detached process (so `launch --detached` can
@@ -95,7 +95,7 @@ export function supervise(dir: string): void {
     const [file, ...args] = inNetns(inst, inst.argv ?? ['/bin/sh', '-c', inst.shell ?? 'false']);
     let child: ChildProcess;
     try {
-      child = spawn(file, args, { cwd: inst.dir, env: instanceEnv(state!, inst, stage), detached: true, stdio: ['ignore', log, log] });
+      child = spawn(file, args, { cwd: inst.dir, env: instanceEnv(inst, stage), detached: true, stdio: ['ignore', log, log] });
     } catch (e) {
       fs.closeSync(log);
       inst.status = 'failed';

@@ -1,7 +1,7 @@
 import type { NodeDef } from 'node-red';
 import { splitList } from '../../native/endpoint';
 import { Format } from '../../native/sender';
-import { Pattern, SENDS, ZmqStreamConfig } from '../../native/zmq';
+import { Pattern, ZmqStreamConfig } from '../../native/zmq';
 
 /**
  * The properties a pattern node stores in the flow, as the editor writes them (numbers may arrive
@@ -119,4 +119,3 @@ export function lingerMs(def: PatternNodeDef): number {
   return int(def.linger, DEFAULTS.linger, 'linger', 0, 600_000);
 }
 
-export { SENDS };

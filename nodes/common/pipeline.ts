@@ -197,10 +197,6 @@ export function readFlow(flow: FlowNode[]): FlowModel {
   return { stages, transports, tabs, extraStageNodes };
 }
 
-export function stageOfTab(model: FlowModel, tabId: string): Stage | undefined {
-  return model.stages.find((s) => s.tabId === tabId);
-}
-
 export function stageById(model: FlowModel, stageId: string): Stage | undefined {
   return model.stages.find((s) => s.stageId === stageId);
 }

@@ -1,4 +1,3 @@
-import * as net from 'net';
 import type { Node } from 'node-red';
 export { freePort } from './ports';
 
