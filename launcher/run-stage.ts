@@ -6,6 +6,7 @@ import { DEFAULT_HOSTFILE, DEFAULT_PEERS_FILE, hostfile, loadPeerFile, PeerFile,
 import { FlowNode, Stage } from '../nodes/common/pipeline';
 import { unusedCoreNodeFiles } from './core-nodes';
 import { parseJson } from './json-location';
+import { tuneGcForStreaming } from './gc-tuning';
 import { startRuntime } from './runtime';
 import { findStage, stageFlow } from './stage-flow';
 
@@ -89,6 +90,7 @@ export async function startRun(opts: RunOptions): Promise<Running> {
   if (stage?.command) return runExternal(stage, env, `${where}: external program: ${stage.command}; ${source}`);
 
   Object.assign(process.env, env);
+  tuneGcForStreaming();
   const tempDir = opts.userDir ? undefined : fs.mkdtempSync(path.join(os.tmpdir(), 'spawn-red-run-'));
   const userDir = opts.userDir ?? tempDir!;
   fs.mkdirSync(userDir, { recursive: true });

@@ -2,12 +2,15 @@
  * The `spawn` wire format: typed payloads, optional message metadata, many records per frame.
  *
  * A spawn message is one ZeroMQ frame (after any envelope frames such as a pub/sub topic or a
- * router identity), or two when a large Buffer travels uncopied in a frame of its own:
+ * router identity), or, when large Buffers travel uncopied in frames of their own, a header frame
+ * followed by one frame per record:
  *
  *   frame header (8 bytes)  'S' 'R' version(1) flags(1) recordCount(u32 LE)
  *   record * recordCount    type(u8) metaLength(u32 LE) payloadLength(u32 LE) meta payload
  *
- * flags bit 0 (DETACHED): exactly one record, whose payload is the next frame.
+ * flags bit 0 (DETACHED): the records' payloads are not in the header frame; record i's payload is
+ * frame i+1. Several large messages queued together go as one ZeroMQ message this way, so the
+ * per-send cost (a promise, a native call, a receive on the other side) is paid once for them.
  * `meta` is UTF-8 JSON of the msg properties that travel (whole-msg mode), or empty.
  *
  * Decoding is all-or-nothing per frame: a frame that fails any check yields a FrameError and no
@@ -171,16 +174,26 @@ export class BatchWriter {
 
 /** One message as its own frame(s); a large payload is left in a frame of its own, uncopied. */
 export function encodeSingle(meta: Buffer, payload: EncodedPayload, detachAbove: number): Buffer[] {
-  if (payload.bytes.length >= detachAbove) {
-    const head = Buffer.allocUnsafe(FRAME_HEADER + RECORD_HEADER + meta.length);
-    writeFrameHeader(head, FLAG_DETACHED, 1);
-    const at = writeRecordHeader(head, FRAME_HEADER, payload.type, meta.length, payload.bytes.length);
-    meta.copy(head, at);
-    return [head, payload.bytes];
-  }
+  if (payload.bytes.length >= detachAbove) return encodeDetached([meta], [payload]);
   const w = new BatchWriter(FRAME_HEADER + RECORD_HEADER + meta.length + payload.bytes.length);
   w.add(meta, payload);
   return [w.seal()];
+}
+
+/** Messages whose payloads travel uncopied, each in a frame of its own after one header frame. */
+export function encodeDetached(metas: Buffer[], payloads: EncodedPayload[]): Buffer[] {
+  let size = FRAME_HEADER;
+  for (const m of metas) size += RECORD_HEADER + m.length;
+  const head = Buffer.allocUnsafe(size);
+  writeFrameHeader(head, FLAG_DETACHED, payloads.length);
+  const frames: Buffer[] = [head];
+  let at = FRAME_HEADER;
+  for (let i = 0; i < payloads.length; i++) {
+    at = writeRecordHeader(head, at, payloads[i].type, metas[i].length, payloads[i].bytes.length);
+    at += metas[i].copy(head, at);
+    frames.push(payloads[i].bytes);
+  }
+  return frames;
 }
 
 /**
@@ -200,9 +213,9 @@ export function decodeFrames(frames: Buffer[], maxPayload = 0): WireMessage[] {
   const count = head.readUInt32LE(4);
   const detached = (flags & FLAG_DETACHED) !== 0;
   if (count === 0) throw new FrameError('frame holds no records');
-  if (detached && count !== 1) throw new FrameError(`detached payload with ${count} records (expected 1)`);
-  if (frames.length !== (detached ? 2 : 1)) {
-    throw new FrameError(`${frames.length} frames where ${detached ? 2 : 1} expected`);
+  const expectedFrames = detached ? count + 1 : 1;
+  if (frames.length !== expectedFrames) {
+    throw new FrameError(`${frames.length} frames where ${expectedFrames} expected (${count} record${count === 1 ? '' : 's'}${detached ? ', payloads in frames of their own' : ''})`);
   }
   // A record needs at least its header: reject impossible counts before allocating anything.
   if (count > (head.length - FRAME_HEADER) / RECORD_HEADER) {
@@ -234,9 +247,9 @@ export function decodeFrames(frames: Buffer[], maxPayload = 0): WireMessage[] {
     }
     let bytes: Buffer;
     if (detached) {
-      bytes = frames[1];
+      bytes = frames[i + 1];
       if (bytes.length !== payloadLength) {
-        throw new FrameError(`detached payload of ${bytes.length} bytes, header says ${payloadLength}`);
+        throw new FrameError(`detached payload ${i + 1} of ${bytes.length} bytes, header says ${payloadLength}`);
       }
     } else {
       bytes = head.subarray(at, at + payloadLength);

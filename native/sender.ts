@@ -2,6 +2,7 @@ import {
   BatchWriter,
   encodeMeta,
   encodePayload,
+  encodeDetached,
   encodeSingle,
   EncodedPayload,
   FRAME_HEADER,
@@ -29,6 +30,11 @@ export interface SenderOptions {
   batchBytes: number;
   /** Payloads at least this large travel uncopied in a frame of their own. */
   detachBytes: number;
+  /**
+   * Consecutive large (detached) messages already queued go out as one frame set up to this many
+   * payload bytes (default 1 MiB): one send instead of one per message.
+   */
+  detachedBatchBytes?: number;
   /** Largest accepted payload in bytes; 0 for no limit. */
   maxMessageSize: number;
   /** Queued messages above which backpressure is reported. */
@@ -61,6 +67,9 @@ interface Entry {
 }
 
 const EMPTY_KEY = Buffer.alloc(0);
+const DEFAULT_DETACHED_BATCH_BYTES = 1 << 20;
+/** Frames in one detached frame set, whatever their size: libzmq queues whole messages. */
+const MAX_DETACHED_RECORDS = 64;
 
 export function rawFrames(payload: unknown): Buffer[] {
   if (Array.isArray(payload) && payload.length > 0 && payload.every((p) => Buffer.isBuffer(p))) return payload;
@@ -164,7 +173,8 @@ export class Sender {
     }
     const payload = first.payload!;
     const single = recordSize(first.meta, payload);
-    if (!this.opts.batch || payload.bytes.length >= this.opts.detachBytes || single >= this.opts.batchBytes) {
+    if (payload.bytes.length >= this.opts.detachBytes) return this.takeDetached(first, envelope);
+    if (!this.opts.batch || single >= this.opts.batchBytes) {
       return { frames: [...envelope, ...encodeSingle(first.meta, payload, this.opts.detachBytes)], entries: [first] };
     }
     // Choose the batch first, then write it into one buffer of exactly its size: an allocation
@@ -183,6 +193,29 @@ export class Sender {
     const writer = new BatchWriter(size);
     for (const e of entries) writer.add(e.meta, e.payload!);
     return { frames: [...envelope, writer.seal()], entries };
+  }
+
+  /** A large message, with the large ones queued right behind it when batching is on. */
+  private takeDetached(first: Entry, envelope: Buffer[]): { frames: Buffer[]; entries: Entry[] } {
+    const entries = [first];
+    if (this.opts.batch) {
+      const limit = this.opts.detachedBatchBytes ?? DEFAULT_DETACHED_BATCH_BYTES;
+      let bytes = first.payload!.bytes.length;
+      while (this.head < this.queue.length && entries.length < MAX_DETACHED_RECORDS) {
+        const next = this.queue[this.head];
+        if (next.raw || !sameKey(first.key, next.key)) break;
+        const n = next.payload!.bytes.length;
+        if (n < this.opts.detachBytes || bytes + n > limit) break;
+        entries.push(next);
+        bytes += n;
+        this.head++;
+      }
+    }
+    const frames = encodeDetached(
+      entries.map((e) => e.meta),
+      entries.map((e) => e.payload!),
+    );
+    return { frames: [...envelope, ...frames], entries };
   }
 
   private async pump(): Promise<void> {

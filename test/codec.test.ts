@@ -1,5 +1,5 @@
 import { strict as assert } from 'assert';
-import { BatchWriter, decodeFrames, encodeMeta, encodePayload, encodeSingle, FrameError } from '../native/codec';
+import { BatchWriter, decodeFrames, encodeDetached, encodeMeta, encodePayload, encodeSingle, FrameError } from '../native/codec';
 import { parseEndpoint, splitList } from '../native/endpoint';
 
 /** The spawn wire format and endpoint parsing, without sockets. */
@@ -25,6 +25,19 @@ describe('spawn wire format', function () {
     assert.equal(frames.length, 2);
     assert.equal(frames[1], big, 'the payload frame is the caller\'s buffer itself');
     assert.equal(decodeFrames(frames)[0].payload, big);
+  });
+
+  it('sends several large payloads as one frame set: a header frame, then each payload uncopied', function () {
+    const payloads = [Buffer.alloc(70_000, 1), Buffer.alloc(20_000, 2), Buffer.alloc(30_000, 3)];
+    const metas = [encodeMeta({ seq: 0 }), encodeMeta(undefined), encodeMeta({ seq: 2 })];
+    const frames = encodeDetached(metas, payloads.map((p) => encodePayload(p)));
+    assert.equal(frames.length, 4);
+    payloads.forEach((p, i) => assert.equal(frames[i + 1], p, `payload ${i} is the caller's buffer`));
+    const out = decodeFrames(frames);
+    assert.deepEqual(out.map((m) => m.payload), payloads);
+    assert.deepEqual(out.map((m) => m.meta), [{ seq: 0 }, undefined, { seq: 2 }]);
+    assert.throws(() => decodeFrames(frames.slice(0, 3)), /3 frames where 4 expected/);
+    assert.throws(() => decodeFrames([frames[0], frames[2], frames[1], frames[3]]), /detached payload 1 of 20000 bytes, header says 70000/);
   });
 
   it('refuses an oversize record alone and keeps the rest of its batch', function () {
