@@ -108,20 +108,34 @@ describe('editor in a real browser (chromium)', function () {
     await filter.pressSequentially(label);
     const entry = page.locator(`.red-ui-palette-node[data-palette-type="${type}"]`);
     await entry.scrollIntoViewIfNeeded();
-    const from = (await entry.boundingBox())!;
     const chart = (await page.locator('#red-ui-workspace-chart').boundingBox())!;
-    await page.mouse.move(from.x + from.width / 2, from.y + from.height / 2);
-    await page.mouse.down();
-    await page.mouse.move(chart.x + x, chart.y + y, { steps: 12 });
-    await page.mouse.up();
-    const id = await page.waitForFunction(
-      ([z, t, old]) => (window as any).RED.nodes.filterNodes({ z, type: t }).map((n: { id: string }) => n.id).find((i: string) => !(old as string[]).includes(i)),
-      [tab, type, before] as const,
-    );
+    const newNode = ([z, t, old]: readonly [string, string, string[]]) =>
+      (window as any).RED.nodes.filterNodes({ z, type: t }).map((n: { id: string }) => n.id).find((i: string) => !old.includes(i));
+    // The palette re-lays itself out while the filter applies, and a drag that starts on a moving
+    // entry is a click: wait for the entry to keep still, and try again if the drop made no node.
+    let id: string | undefined;
+    for (let attempt = 1; attempt <= 3 && !id; attempt++) {
+      let from = (await entry.boundingBox())!;
+      for (;;) {
+        await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+        const now = (await entry.boundingBox())!;
+        if (now.x === from.x && now.y === from.y) break;
+        from = now;
+      }
+      await page.mouse.move(from.x + from.width / 2, from.y + from.height / 2);
+      await page.mouse.down();
+      await page.mouse.move(chart.x + x, chart.y + y, { steps: 12 });
+      await page.mouse.up();
+      const made = await page.waitForFunction(newNode, [tab, type, before] as const, { timeout: attempt < 3 ? 3_000 : STEP_MS }).catch((e) => {
+        if (attempt === 3) throw e;
+        return undefined;
+      });
+      id = made ? ((await made.jsonValue()) as string) : undefined;
+    }
     await filter.click();
     await filter.press('Control+a');
     await filter.press('Backspace');
-    return (await id.jsonValue()) as string;
+    return id!;
   }
 
   /** Drag a wire from a node's output port to another node's input port. */
@@ -182,6 +196,9 @@ describe('editor in a real browser (chromium)', function () {
     await openDialog(ids.pull);
     const options = await page.locator('#node-input-sourceStage option').evaluateAll((os) => os.map((o) => (o as HTMLOptionElement).value));
     assert.deepEqual(options, ['', 'flow-1', 'flow-2'], 'the source-stage drop-down lists the stages of both tabs');
+    // A stage without a matching output is flagged in the dialog before anything is deployed.
+    await page.selectOption('#node-input-sourceStage', 'flow-2');
+    await page.waitForSelector('#spawn-source-note.form-warning:has-text("Stage \\"flow-2\\" has no push node that binds")');
     await page.selectOption('#node-input-sourceStage', 'flow-1');
     await page.waitForSelector(`#spawn-source-note:has-text("127.0.0.1:${pushPort}")`);
     await screenshot('pull-dialog-source-stage');
@@ -250,5 +267,20 @@ describe('editor in a real browser (chromium)', function () {
       [tab2, ids.pull],
     );
     await screenshot('problem-revealed');
+  });
+
+  it('warns in the dialog of a node that would bind a port another node of its stage binds', async function () {
+    assert.ok(ids.push, 'the pipeline was built');
+    await showTab(tab1);
+    const pub = await dropFromPalette('spawn-pub', 'pub', 420, 320);
+    await openDialog(pub);
+    const note = page.locator('#spawn-port-note');
+    assert.equal(await note.isVisible(), false, 'no warning for a free port');
+    await page.fill('#node-input-port', String(pushPort));
+    await page.locator('#spawn-port-note', { hasText: `Port ${pushPort} is also bound by push :${pushPort} on this tab` }).waitFor();
+    await screenshot('dialog-port-warning');
+    await page.fill('#node-input-port', String(pushPort + 1 > 65535 ? pushPort - 1 : pushPort + 1));
+    await note.waitFor({ state: 'hidden' });
+    await page.click('#node-dialog-cancel');
   });
 });
