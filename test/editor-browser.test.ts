@@ -172,6 +172,18 @@ describe('editor in a real browser (chromium)', function () {
   let tab2 = '';
   let pushPort = 0;
 
+  it('lists the spawn nodes in the palette, each with its icon', async function () {
+    const category = page.locator('#red-ui-palette-container-spawn');
+    await category.scrollIntoViewIfNeeded();
+    const types = await category.locator('.red-ui-palette-node').evaluateAll((ns) => ns.map((n) => n.getAttribute('data-palette-type')));
+    for (const t of ['spawn-stage', 'spawn-push', 'spawn-pull', 'spawn-pub', 'spawn-sub', 'spawn-router', 'spawn-dealer']) assert.ok(types.includes(t), `${t} in ${types.join(', ')}`);
+    // Each icon loaded (an icon that fails to load leaves a zero-size image).
+    const icons = await category.locator('.red-ui-palette-icon').evaluateAll((is) => is.map((i) => getComputedStyle(i).backgroundImage));
+    assert.ok(icons.length >= 7 && icons.every((i) => /icons\/.*spawn-[a-z-]+\.svg/.test(i)), icons.join(' '));
+    await category.screenshot({ path: path.join(SHOTS, '00-palette.png') });
+    await page.locator('#red-ui-palette-container-common').scrollIntoViewIfNeeded();
+  });
+
   it('builds a two-stage pipeline from the palette, deploys it and shows the injected messages in the debug sidebar', async function () {
     tab1 = await activeTab();
     ids.stage1 = await dropFromPalette('spawn-stage', 'stage', 140, 80);
