@@ -28,6 +28,8 @@ export interface FlowAnalysis {
   json: string;
   problems: LocatedProblem[];
   graph: PipelineGraph;
+  /** Stage id → the stage node declaring it, so the graph's boxes can reveal it. */
+  stageNodes: Record<string, string>;
 }
 
 /**
@@ -63,12 +65,16 @@ function placesOf(view: FlowView): Map<string, { nodeId?: string; tabId?: string
 export function analyseFlow(flow: unknown[], fileName = 'flows.json'): FlowAnalysis {
   const base = path.basename(fileName);
   const { pipeline, problems } = exportPipeline(flow, { fileName: base });
-  const places = placesOf(readFlowView(flow));
+  const view = readFlowView(flow);
+  const places = placesOf(view);
+  const stageNodes: Record<string, string> = {};
+  for (const s of view.model.stages) if (!(s.stageId in stageNodes)) stageNodes[s.stageId] = s.nodeId;
   return {
     fileName: base,
     pipeline,
     json: pipelineJson(pipeline),
     problems: problems.map((p) => ({ ...p, text: formatProblem(p), ...places.get(p.where) })),
     graph: pipelineGraph(pipeline),
+    stageNodes,
   };
 }

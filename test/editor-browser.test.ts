@@ -71,9 +71,12 @@ describe('editor in a real browser (chromium)', function () {
       executablePath: CHROMIUM,
       headless: true,
       viewport: { width: 1600, height: 1000 },
+      acceptDownloads: true,
       args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
     });
     context.setDefaultTimeout(STEP_MS);
+    // The copy button is checked by reading the clipboard back.
+    await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: new URL(url).origin });
     page = context.pages()[0] ?? (await context.newPage());
     await page.goto(url);
     await page.waitForSelector('.red-ui-palette-node[data-palette-type="spawn-push"]');
@@ -233,7 +236,7 @@ describe('editor in a real browser (chromium)', function () {
     await screenshot('debug-messages');
   });
 
-  it('shows in the spawn sidebar the JSON that spawn-red export writes for the deployed flow, and the graph', async function () {
+  it('shows in the spawn sidebar the JSON that spawn-red export writes for the deployed flow (copied and downloaded the same), and the graph', async function () {
     assert.ok(ids.pull, 'the pipeline was built');
     await page.click('#red-ui-sidebar .red-ui-tab-link-button-menu');
     await page.click('#red-ui-tabs-menu-option-spawn');
@@ -257,6 +260,25 @@ describe('editor in a real browser (chromium)', function () {
     const edge = await page.locator('#red-ui-sidebar svg.spawn-graph g.spawn-graph-edge[data-from="flow-1"][data-to="flow-2"] text').allTextContents();
     assert.deepEqual(edge, ['zmq push/pull', `:${pushPort}`]);
     await screenshot('spawn-sidebar');
+
+    // Copy and Download give the same text.
+    await page.click('#red-ui-sidebar button.spawn-sidebar-copy');
+    assert.equal(await page.evaluate(() => navigator.clipboard.readText()), cli.stdout);
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#red-ui-sidebar button.spawn-sidebar-download')]);
+    assert.equal(download.suggestedFilename(), 'flows.json');
+    const saved = path.join(dir, 'downloaded.json');
+    await download.saveAs(saved);
+    assert.equal(fs.readFileSync(saved, 'utf8'), cli.stdout);
+
+    // A stage's box shows its stage node.
+    await page.click('#red-ui-sidebar svg.spawn-graph g.spawn-graph-stage[data-stage="flow-2"]');
+    await page.waitForFunction(
+      ([z, id]) => {
+        const RED = (window as any).RED;
+        return RED.workspaces.active() === z && RED.view.selection().nodes?.some((n: { id: string }) => n.id === id);
+      },
+      [tab2, ids.stage2],
+    );
   });
 
   it('warns in the dialog of a node that would bind a port another node of its stage binds', async function () {
