@@ -158,6 +158,12 @@ describe('editor in a real browser (chromium)', function () {
   async function openDialog(id: string): Promise<void> {
     await page.locator(`${nodeSel(id)} .red-ui-flow-node`).dblclick();
     await page.waitForSelector('#node-dialog-ok', { state: 'visible' });
+    // The tray slides in from the right: wait until it has arrived beside the sidebar.
+    await page.waitForFunction(() => {
+      const tray = document.querySelector('.red-ui-tray')?.getBoundingClientRect();
+      const sidebar = document.querySelector('#red-ui-sidebar')?.getBoundingClientRect();
+      return !!tray && !!sidebar && tray.right <= sidebar.left;
+    });
   }
 
   async function closeDialog(): Promise<void> {
