@@ -119,7 +119,7 @@ describe('editor in a real browser (chromium)', function () {
     let id: string | undefined;
     for (let attempt = 1; attempt <= 3 && !id; attempt++) {
       let from = (await entry.boundingBox())!;
-      for (;;) {
+      for (let frames = 0; frames < 120; frames++) {
         await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
         const now = (await entry.boundingBox())!;
         if (now.x === from.x && now.y === from.y) break;
