@@ -229,7 +229,7 @@ describe('editor in a real browser (chromium)', function () {
     await page.click('#red-ui-header-button-deploy');
     await page.waitForFunction(() => !(window as any).RED.nodes.dirty());
     // The pull finds the producer stage's push on 127.0.0.1 and shows a green dot with its peer.
-    await page.waitForSelector(`${nodeSel(ids.pull)} .red-ui-flow-node-status-label:text-matches("^1 peer")`);
+    await page.waitForSelector(`${nodeSel(ids.pull)} .red-ui-flow-node-status-label:text-matches("^tcp: 1 peer")`);
     await screenshot('deployed');
 
     await showTab(tab1);

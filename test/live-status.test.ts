@@ -17,8 +17,11 @@ describe('live status', function () {
     assert.equal(shortNumber(2_000_000_000), '2G');
     assert.equal(formatRates({ messagesPerSecond: 1200, bytesPerSecond: 340_000 }), '1.2k msg/s · 340 kB/s');
     assert.equal(formatRates({ messagesPerSecond: 3, bytesPerSecond: 90 }), '3 msg/s · 90 B/s');
-    assert.equal(readyText('2 peers', 'tcp', undefined), '2 peers · tcp');
-    assert.equal(readyText('1 peer', 'tcp', { messagesPerSecond: 10, bytesPerSecond: 1000 }), '1 peer · tcp · 10 msg/s · 1 kB/s');
+    assert.equal(readyText('2 peers', 'tcp', undefined), 'tcp: 2 peers');
+    assert.equal(readyText('1 peer', 'tcp', { messagesPerSecond: 10, bytesPerSecond: 1000 }), 'tcp: 1 peer · 10 msg/s · 1 kB/s');
+    // A stream that names its transport itself keeps its words.
+    assert.equal(readyText('quic: 1 peer', 'tcp', undefined), 'quic: 1 peer');
+    assert.equal(readyText('auto→tcp: 3 peers', 'tcp', { messagesPerSecond: 1, bytesPerSecond: 5 }), 'auto→tcp: 3 peers · 1 msg/s · 5 B/s');
   });
 
   describe('on running nodes', function () {
@@ -34,8 +37,8 @@ describe('live status', function () {
         { id: 'push', type: 'spawn-push', z: 'tab1', port, wires: [] },
         { id: 'pull', type: 'spawn-pull', z: 'tab1', endpoints: `tcp://127.0.0.1:${port}`, wires: [] },
       ]);
-      await waitForStatus('pull', (s) => s.fill === 'green' && s.shape === 'dot' && s.text === '1 peer · tcp');
-      await waitForStatus('push', (s) => s.text === '1 peer · tcp');
+      await waitForStatus('pull', (s) => s.fill === 'green' && s.shape === 'dot' && s.text === 'tcp: 1 peer');
+      await waitForStatus('push', (s) => s.text === 'tcp: 1 peer');
 
       const before = { push: statusHistory('push').length, pull: statusHistory('pull').length };
       const started = Date.now();
@@ -43,7 +46,7 @@ describe('live status', function () {
       const sender = setInterval(() => {
         for (let i = 0; i < 50; i++) node('push').receive({ payload } as never);
       }, 20);
-      const rate = /^1 peer · tcp · [\d.]+k? msg\/s · [\d.]+ [kM]?B\/s$/;
+      const rate = /^tcp: 1 peer · [\d.]+k? msg\/s · [\d.]+ [kM]?B\/s$/;
       try {
         await waitForStatus('pull', (s) => s.fill === 'green' && rate.test(String(s.text)), 10_000, before.pull);
         await waitForStatus('push', (s) => s.fill === 'green' && rate.test(String(s.text)), 10_000, before.push);
@@ -59,8 +62,8 @@ describe('live status', function () {
 
       // Traffic stopped: back to the plain status once, then silence.
       const stopped = { push: statusHistory('push').length, pull: statusHistory('pull').length };
-      await waitForStatus('pull', (s) => s.text === '1 peer · tcp', 5_000, stopped.pull);
-      await waitForStatus('push', (s) => s.text === '1 peer · tcp', 5_000, stopped.push);
+      await waitForStatus('pull', (s) => s.text === 'tcp: 1 peer', 5_000, stopped.pull);
+      await waitForStatus('push', (s) => s.text === 'tcp: 1 peer', 5_000, stopped.push);
       const idle = { push: statusHistory('push').length, pull: statusHistory('pull').length };
       // Proving that nothing happens takes waiting: over two sampling periods.
       await delay(2_200);

@@ -27,9 +27,17 @@ export function formatRates(r: Rates): string {
   return `${shortNumber(r.messagesPerSecond)} msg/s · ${shortNumber(r.bytesPerSecond).replace(/([kMG]?)$/, ' $1B/s')}`;
 }
 
-/** The ready status text: `2 peers · tcp`, then the rates while messages flow. */
+/** A status text that already says its transport, as `quic: 1 peer` or `auto→tcp: 2 peers`. */
+const NAMES_TRANSPORT = /^[^\s:]+: /;
+
+/**
+ * The ready status text: the transport, the peers and, while messages flow, the rates:
+ * `tcp: 2 peers`, `tcp: 1 peer · 12k msg/s · 1.4 MB/s`. A stream whose own text names its
+ * transport keeps it (`quic: 1 peer · ...`).
+ */
 export function readyText(peersText: string, transport: string, rates: Rates | undefined): string {
-  return [peersText, transport, rates ? formatRates(rates) : ''].filter(Boolean).join(' · ');
+  const named = NAMES_TRANSPORT.test(peersText) ? peersText : `${transport}: ${peersText}`;
+  return rates ? `${named} · ${formatRates(rates)}` : named;
 }
 
 const totals = (s: StreamStats) => ({ messages: s.sentMessages + s.receivedMessages, bytes: s.sentBytes + s.receivedBytes });
