@@ -83,7 +83,7 @@ describe('pattern nodes', function () {
       await load([TAB, { id: 'push', type: 'spawn-push', z: 'tab1', port, hwm: 100, wires: [] }]);
       const pull = new zmq.Pull({ receiveHighWaterMark: 10 });
       pull.connect(ep(port));
-      await waitForStatus('push', (s) => s.text === '1 peer');
+      await waitForStatus('push', (s) => s.text === 'tcp: 1 peer');
       for (let i = 0; i < 20_000; i++) send('push', { payload: i });
       // Stop at once: most messages are still queued in the node, behind a small high-water mark.
       const stopped = unload();
@@ -449,7 +449,7 @@ describe('pattern nodes', function () {
       const zmq = await import('zeromq');
       const pull = new zmq.Pull();
       pull.connect(ep(port));
-      await waitForStatus('push', (s) => s.fill === 'green' && s.shape === 'dot' && s.text === '1 peer');
+      await waitForStatus('push', (s) => s.fill === 'green' && s.shape === 'dot' && s.text === 'tcp: 1 peer');
       const seen = statusHistory('push').length;
       pull.close();
       await waitForStatus('push', (s) => s.fill === 'yellow' && s.shape === 'ring' && /waiting for peers/.test(String(s.text)), 10_000, seen);

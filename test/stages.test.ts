@@ -33,7 +33,7 @@ describe('stages deployed whole in one runtime', function () {
       [stageModule],
     );
     await waitForStatus('stA', (s) => s.text === 'stage ingest-stage');
-    await waitForStatus('pull', (s) => s.text === '1 peer');
+    await waitForStatus('pull', (s) => s.text === 'tcp: 1 peer');
     const got = collect('out', 1000);
     for (let i = 0; i < 1000; i++) node('push').receive({ payload: { i } } as never);
     const msgs = await got;

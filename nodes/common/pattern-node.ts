@@ -4,6 +4,7 @@ import { StreamError } from '../../native/errors';
 import { openZmqStream, Pattern, RECEIVES, SENDS, StreamStatus, ZmqStream } from '../../native/zmq';
 import { bindsFor, ConfigError, lingerMs, PatternNodeDef, streamConfig } from './config';
 import { isInputPattern } from './pipeline';
+import { Rates, readyText, watchRates } from './live-status';
 import { sourceEndpoints } from './source';
 import { registerStats } from './stats';
 import { ProblemReporter } from './problems';
@@ -15,6 +16,9 @@ import { ProblemReporter } from './problems';
  */
 
 type Msg = NodeMessage & Record<string, unknown>;
+
+/** The transport the status names: these nodes' streams are ZeroMQ over TCP. */
+const TRANSPORT = 'tcp';
 
 /** Properties Node-RED owns or that travel in the envelope instead of the metadata. */
 const NOT_META = new Set(['_msgid', 'payload']);
@@ -61,6 +65,10 @@ export function registerPatternNode(RED: NodeAPI, pattern: Pattern): void {
     let stream: ZmqStream;
     let linger: number;
     let unregisterStats = () => undefined as void;
+    let stopRates = () => undefined as void;
+    let rates: Rates | undefined;
+    // The status last shown: a steady rate makes the same text, which is not sent again.
+    let shown = '';
     try {
       let fromSource: string[] = [];
       if (def.sourceStage && isInputPattern(pattern) && !bindsFor(pattern, def)) {
@@ -81,6 +89,10 @@ export function registerPatternNode(RED: NodeAPI, pattern: Pattern): void {
       linger = lingerMs(def);
       const live = stream;
       unregisterStats = registerStats(node.id, { pattern, peers: () => live.peers, stats: () => live.stats() });
+      stopRates = watchRates(() => live.stats(), (r) => {
+        rates = r;
+        showStatus(lastStatus);
+      });
     } catch (e) {
       const text = e instanceof ConfigError || e instanceof StreamError ? e.message : String(e);
       node.status({ fill: 'red', shape: 'ring', text });
@@ -88,11 +100,20 @@ export function registerPatternNode(RED: NodeAPI, pattern: Pattern): void {
       return;
     }
 
+    function put(st: { fill: 'red' | 'yellow' | 'green'; shape: 'ring' | 'dot'; text: string }) {
+      const key = `${st.fill} ${st.shape} ${st.text}`;
+      if (key === shown) return;
+      shown = key;
+      node.status(st);
+    }
     function showStatus(s: StreamStatus) {
       lastStatus = s;
-      if (s.state === 'error') node.status({ fill: 'red', shape: 'ring', text: s.text });
-      else if (s.state === 'connecting') node.status({ fill: 'yellow', shape: 'ring', text: s.text });
-      else node.status({ fill: backpressured ? 'yellow' : 'green', shape: 'dot', text: backpressured ? `${s.text}, backpressure` : s.text });
+      if (s.state === 'error') put({ fill: 'red', shape: 'ring', text: s.text });
+      else if (s.state === 'connecting') put({ fill: 'yellow', shape: 'ring', text: s.text });
+      else {
+        const text = readyText(s.text, TRANSPORT, rates);
+        put({ fill: backpressured ? 'yellow' : 'green', shape: 'dot', text: backpressured ? `${text}, backpressure` : text });
+      }
     }
 
     function toNodeMessage(m: WireMessage, key: Buffer | undefined): NodeMessage {
@@ -131,6 +152,7 @@ export function registerPatternNode(RED: NodeAPI, pattern: Pattern): void {
         })
         .catch((e) => node.error(`close: ${String(e)}`))
         .finally(() => {
+          stopRates();
           unregisterStats();
           problems.stop();
           node.status({});
