@@ -151,6 +151,10 @@ export class QuicConn {
     return this.q.stats();
   }
 
+  get hasQueued(): boolean {
+    return this.outHead < this.out.length;
+  }
+
   /** @internal Hand queued bytes to quiche while the stream has capacity. */
   pushOut(): void {
     if (this.outHead === this.out.length) return;
@@ -428,6 +432,12 @@ export class QuicEndpoint {
       again = conn.pullIn() || again;
       conn.pushOut();
       again = this.flush(conn) || again;
+      // A resumed client is in early data only once its first flight (ClientHello) went out: what
+      // it queued before goes now, as 0-RTT data, instead of waiting for the handshake.
+      if (conn.hasQueued && !q.isEstablished() && q.isInEarlyData()) {
+        conn.pushOut();
+        again = this.flush(conn) || again;
+      }
       if (q.isClosed()) {
         this.conns.get(conn.key) === conn && this.conns.delete(conn.key);
         conn.finish();
