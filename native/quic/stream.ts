@@ -65,7 +65,16 @@ interface Hello {
   identity?: string; // hex
 }
 
-export function openQuicStream(cfg: QuicStreamConfig, handlers: ZmqStreamHandlers): ZmqStream & { readonly endpoints: QuicEndpoint[]; readonly resumed: number; readonly earlyData: number } {
+export interface QuicStream extends ZmqStream {
+  readonly endpoints: QuicEndpoint[];
+  /** Connections that resumed a session, and that carried 0-RTT early data. */
+  readonly resumed: number;
+  readonly earlyData: number;
+  /** A router: a dealer with this identity is connected. */
+  hasIdentity(key: Buffer | undefined): boolean;
+}
+
+export function openQuicStream(cfg: QuicStreamConfig, handlers: ZmqStreamHandlers): QuicStream {
   const batchBytes = cfg.batchBytes ?? DEFAULT_BATCH_BYTES;
   const maxRecord = (cfg.maxMessageSize > 0 ? cfg.maxMessageSize : 2 ** 31 - 64) + batchBytes + 64 * 1024;
   const identity = cfg.pattern === 'dealer' ? Buffer.from(cfg.identity ?? randomIdentity(), cfg.identity ? 'utf8' : 'hex') : undefined;
@@ -462,6 +471,7 @@ export function openQuicStream(cfg: QuicStreamConfig, handlers: ZmqStreamHandler
     get endpoints() {
       return allEndpoints();
     },
+    hasIdentity: (key) => key !== undefined && byIdentity.has(key.toString('latin1')),
     get resumed() {
       return resumed;
     },
