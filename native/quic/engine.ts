@@ -29,8 +29,15 @@ export const LOOPBACK_DATAGRAM = 16 * 1024;
 const STREAM = 0;
 /** Bytes read from one connection per turn of the event loop before the others get a turn. */
 const READ_BUDGET = 4 * 1024 * 1024;
+/**
+ * Bytes sent per connection per turn: this many send quanta. A quantum (quiche's pacing burst) is
+ * ~10 datagrams; a turn of a busy Node-RED event loop takes long enough that one quantum per turn
+ * would cap the rate, so a turn sends several, and quiche's congestion window stops it earlier
+ * when it is full.
+ */
+const QUANTA_PER_TURN = 16;
 /** Send at least this much per turn even when the quantum is smaller (ACKs and small packets). */
-const MIN_SEND_BUDGET = 64 * 1024;
+const MIN_SEND_BUDGET = 256 * 1024;
 const SLAB = 1024 * 1024;
 
 export interface EngineOptions {
@@ -438,7 +445,9 @@ export class QuicEndpoint {
         conn.pushOut();
         again = this.flush(conn) || again;
       }
-      if (q.isClosed()) {
+      // Draining (the peer closed, or we did and said so): nothing more will be exchanged, so the
+      // connection is over for its user now rather than after quiche's drain period (3 PTO).
+      if (q.isClosed() || q.isDraining()) {
         this.conns.get(conn.key) === conn && this.conns.delete(conn.key);
         conn.finish();
         continue;
@@ -448,10 +457,10 @@ export class QuicEndpoint {
     }
   }
 
-  /** Send what quiche has for `conn`, up to its send quantum; true when more is left for next turn. */
+  /** Send what quiche has for `conn`, up to QUANTA_PER_TURN send quanta; true when more is left for next turn. */
   private flush(conn: QuicConn): boolean {
     const q = conn.q;
-    const budget = Math.max(q.sendQuantum(), MIN_SEND_BUDGET);
+    const budget = Math.max(q.sendQuantum() * QUANTA_PER_TURN, MIN_SEND_BUDGET);
     let sent = 0;
     const max = this.maxDatagram;
     const { port, host } = conn.remote;
