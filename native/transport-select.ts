@@ -39,3 +39,22 @@ export function selectTransport(a: PeerInfo[], b: PeerInfo[]): Selection {
   if (regions.size > 1) return { transport: 'quic', why: `across regions (${[...regions].sort().join(', ')})` };
   return { transport: 'quic', why: `across availability zones (${[...zones].sort().join(', ')})` };
 }
+
+/** What a stage definition says about placement (spawn's stage fields). */
+export interface StagePlacement {
+  region?: string;
+  placement_group?: string;
+  efa_enabled?: boolean;
+}
+
+/**
+ * `auto` for an edge as far as the pipeline definition tells (for `spawn-red graph`): RDMA and
+ * cross-region are known before launch; zones are known only once instances run (peer file).
+ */
+export function selectForStages(a: StagePlacement, b: StagePlacement): { transport: Transport | 'tcp or quic'; why: string } {
+  if (a.efa_enabled && b.efa_enabled && a.placement_group && a.placement_group === b.placement_group) {
+    return { transport: 'rdma', why: a.placement_group === 'auto' ? 'both stages have EFA in the pipeline placement group' : `both stages have EFA in placement group ${a.placement_group}` };
+  }
+  if (a.region && b.region && a.region !== b.region) return { transport: 'quic', why: `across regions (${a.region}, ${b.region})` };
+  return { transport: 'tcp or quic', why: 'TCP within an availability zone, QUIC across zones: decided at run time from the peer file' };
+}
