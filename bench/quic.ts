@@ -30,7 +30,9 @@ interface Case {
 }
 
 const CASES: Case[] = [
-  { size: 100, label: '100 B', count: 300_000, stockCount: 20_000, window: 0 },
+  // A window for both node runs: unpaced, a producer faster than the transport fills the queue to
+  // its limit and further messages are refused (EQUEUEFULL), which is not what is measured here.
+  { size: 100, label: '100 B', count: 300_000, stockCount: 20_000, window: 20_000 },
   { size: 65536, label: '64 KiB', count: 10_000, stockCount: 100, window: 1000 },
 ];
 
