@@ -3,6 +3,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { exportPipeline } from '../launcher/export';
+import { validateFlow } from '../launcher/validate';
 import { edgeLine, pipelineGraph } from '../launcher/graph';
 import { flowUsesQuic, issueInstanceCertificate, quicEnv } from '../launcher/local/quic-certs';
 import { PeerFile, PeerInfo } from '../native/peers';
@@ -172,5 +173,24 @@ describe('transport auto in a Node-RED runtime', function () {
       else process.env.SPAWN_QUIC_DIR = saved.quic;
       fs.rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('validate: both ends of a stream use one transport', function () {
+  const flow = (inT: string | undefined, outT: string | undefined) => [
+    { id: 'tabA', type: 'tab', label: 'Ingest' },
+    { id: 'tabB', type: 'tab', label: 'Work' },
+    { id: 'sa', type: 'spawn-stage', z: 'tabA', stageId: 'ingest', instanceCount: 1, wires: [] },
+    { id: 'push', type: 'spawn-push', z: 'tabA', port: 6000, transport: outT, wires: [] },
+    { id: 'sb', type: 'spawn-stage', z: 'tabB', stageId: 'work', instanceCount: 1, wires: [] },
+    { id: 'pull', type: 'spawn-pull', z: 'tabB', sourceStage: 'ingest', endpoints: '', transport: inT, wires: [] },
+  ];
+  it('accepts equal transports and refuses different ones, naming both', function () {
+    assert.deepEqual(validateFlow(flow('quic', 'quic')), []);
+    assert.deepEqual(validateFlow(flow(undefined, 'tcp')), [], 'absent is tcp');
+    const problems = validateFlow(flow('quic', 'auto'));
+    assert.equal(problems.length, 1);
+    assert.equal(problems[0].field, 'transport');
+    assert.match(problems[0].message, /uses transport quic but reads from stage "ingest" whose push .* uses auto/);
   });
 });
