@@ -265,7 +265,9 @@ export class QuicConn {
 export class QuicEndpoint {
   readonly socket: dgram.Socket;
   local: HostPort = { host: '0.0.0.0', port: 0 };
-  private readonly config: QuicheConfig;
+  /** Made at bind, once the kernel's socket buffer size is known (the windows depend on it). */
+  private config!: QuicheConfig;
+  private readonly loopback: boolean;
   private readonly conns = new Map<string, QuicConn>();
   private readonly dirty = new Set<QuicConn>();
   private scheduled = false;
@@ -285,27 +287,8 @@ export class QuicEndpoint {
     family: 'udp4' | 'udp6' = 'udp4',
     loopback = false,
   ) {
-    const q = quiche();
     this.maxDatagram = opts.maxDatagram ?? (loopback ? LOOPBACK_DATAGRAM : WAN_DATAGRAM);
-    const ca = Buffer.from(opts.tls.caPem);
-    // verifyPeer on both sides: the server asks for and checks the client's certificate too.
-    const config = q.Config.withBoringSslCtx(true, false, ca, [Buffer.from(opts.tls.keyPem)], [Buffer.from(opts.tls.certPem)], null);
-    const window = opts.streamWindow ?? 16 * 1024 * 1024;
-    config.setApplicationProtos(['spawn-red/1']);
-    config.setMaxIdleTimeout(opts.idleTimeoutMs ?? 30_000);
-    config.setMaxRecvUdpPayloadSize(Math.max(this.maxDatagram, 1350));
-    config.setMaxSendUdpPayloadSize(this.maxDatagram);
-    config.setInitialMaxData(window * 2);
-    config.setInitialMaxStreamDataBidiLocal(window);
-    config.setInitialMaxStreamDataBidiRemote(window);
-    config.setInitialMaxStreamDataUni(0);
-    config.setInitialMaxStreamsBidi(4);
-    config.setInitialMaxStreamsUni(0);
-    config.setMaxStreamWindow(window);
-    config.setMaxConnectionWindow(window * 2);
-    config.setDisableActiveMigration(true);
-    if (opts.earlyData !== false) config.enableEarlyData();
-    this.config = config;
+    this.loopback = loopback;
     const buffer = opts.socketBuffer ?? 4 * 1024 * 1024;
     this.socket = dgram.createSocket({ type: family, recvBufferSize: buffer, sendBufferSize: buffer });
     this.socket.on('message', (msg, rinfo) => this.onDatagram(msg, rinfo));
@@ -322,6 +305,7 @@ export class QuicEndpoint {
         this.socket.off('error', onError);
         const a = this.socket.address();
         this.local = { host: a.address, port: a.port };
+        this.config = this.makeConfig();
         this.listening = listen;
         this.startKeepalive();
         resolve();
@@ -331,6 +315,38 @@ export class QuicEndpoint {
 
   get port(): number {
     return this.local.port;
+  }
+
+  /**
+   * quiche's configuration. The flow-control windows this endpoint advertises bound what a peer may
+   * have in flight towards it. On loopback, where the path itself never drops, the one place a
+   * datagram is lost is a full receive buffer (while this event loop is busy elsewhere), and each
+   * loss halves the sender's congestion window: a window no larger than the socket's receive buffer
+   * makes that impossible. Elsewhere the window follows the bandwidth-delay product (16 MiB).
+   */
+  private makeConfig(): QuicheConfig {
+    const q = quiche();
+    const opts = this.opts;
+    // verifyPeer on both sides: the server asks for and checks the client's certificate too.
+    const config = q.Config.withBoringSslCtx(true, false, Buffer.from(opts.tls.caPem), [Buffer.from(opts.tls.keyPem)], [Buffer.from(opts.tls.certPem)], null);
+    // Linux reports twice the size it was given (the other half is its bookkeeping).
+    const receiveBuffer = Math.floor(this.socket.getRecvBufferSize() / 2);
+    const window = opts.streamWindow ?? (this.loopback ? Math.max(256 * 1024, Math.min(receiveBuffer, 16 * 1024 * 1024)) : 16 * 1024 * 1024);
+    config.setApplicationProtos(['spawn-red/1']);
+    config.setMaxIdleTimeout(opts.idleTimeoutMs ?? 30_000);
+    config.setMaxRecvUdpPayloadSize(Math.max(this.maxDatagram, 1350));
+    config.setMaxSendUdpPayloadSize(this.maxDatagram);
+    config.setInitialMaxData(window);
+    config.setInitialMaxStreamDataBidiLocal(window);
+    config.setInitialMaxStreamDataBidiRemote(window);
+    config.setInitialMaxStreamDataUni(0);
+    config.setInitialMaxStreamsBidi(4);
+    config.setInitialMaxStreamsUni(0);
+    config.setMaxStreamWindow(window);
+    config.setMaxConnectionWindow(window);
+    config.setDisableActiveMigration(true);
+    if (opts.earlyData !== false) config.enableEarlyData();
+    return config;
   }
 
   /** The kernel's socket buffer sizes (after its caps), for status and benchmarks. */
