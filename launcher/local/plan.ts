@@ -98,6 +98,9 @@ export function planLaunch(input: LaunchInput, dir: string, block: number, netns
       dns_name: `${stage.stage_id}-${index}.${pipeline.pipeline_id}.spore.host`,
       state: 'running',
       index,
+      // For `auto` transport selection: one machine is one zone per region, so stages declared in
+      // different regions talk QUIC, as they would on EC2, and the others TCP.
+      availability_zone: `${stage.region || 'local'}-local`,
     }));
   }
 
