@@ -174,6 +174,41 @@ describe('transport auto in a Node-RED runtime', function () {
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  it('an output whose downstream stages choose differently binds TCP and QUIC, and serves both', async function () {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'spawn-red-auto-dual-'));
+    const all = { src: [p('src', 'us-east-1a')], near: [p('near', 'us-east-1a')], far: [p('far', 'us-east-1b')] };
+    const file: PeerFile = { pipeline_id: 'x', stage_id: 'src', stage_index: 0, instance_index: 0, stage_peers: all.src, upstream_stages: {}, downstream_stages: { near: all.near, far: all.far }, all_stages: all };
+    fs.writeFileSync(path.join(dir, 'peers.json'), JSON.stringify(file));
+    const saved = { peers: process.env.SPAWN_PEERS_FILE, quic: process.env.SPAWN_QUIC_DIR };
+    process.env.SPAWN_PEERS_FILE = path.join(dir, 'peers.json');
+    process.env.SPAWN_QUIC_DIR = path.join(dir, 'quic');
+    try {
+      const port = await freeUdpPort();
+      await load([
+        { id: 'tab1', type: 'tab', label: 'src' },
+        { id: 'push', type: 'spawn-push', z: 'tab1', transport: 'auto', addr: '127.0.0.1', port, batch: false, wires: [] },
+        { id: 'viaTcp', type: 'spawn-pull', z: 'tab1', transport: 'tcp', endpoints: `tcp://127.0.0.1:${port}`, wires: [['a']] },
+        { id: 'viaQuic', type: 'spawn-pull', z: 'tab1', transport: 'quic', endpoints: `quic://127.0.0.1:${port}`, wires: [['b']] },
+        { id: 'a', type: 'helper', z: 'tab1' },
+        { id: 'b', type: 'helper', z: 'tab1' },
+      ]);
+      await waitForStatus('push', (s) => /^auto→tcp\+quic: tcp 1 peer \| quic: 1 peer/.test(s.text ?? ''));
+      const got: Record<string, number[]> = { a: [], b: [] };
+      for (const id of ['a', 'b'] as const) node(id).on('input', (m) => got[id].push(m.payload as number));
+      for (let i = 0; i < 200; i++) node('push').receive({ payload: i } as never);
+      const end = Date.now() + 10_000;
+      while (got.a.length + got.b.length < 200 && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
+      assert.ok(got.a.length > 0 && got.b.length > 0, `both transports carried messages (tcp ${got.a.length}, quic ${got.b.length})`);
+      assert.deepEqual([...got.a, ...got.b].sort((x, y) => x - y), Array.from({ length: 200 }, (_, i) => i));
+    } finally {
+      if (saved.peers === undefined) delete process.env.SPAWN_PEERS_FILE;
+      else process.env.SPAWN_PEERS_FILE = saved.peers;
+      if (saved.quic === undefined) delete process.env.SPAWN_QUIC_DIR;
+      else process.env.SPAWN_QUIC_DIR = saved.quic;
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
 
 describe('validate: both ends of a stream use one transport', function () {
