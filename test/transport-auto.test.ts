@@ -3,6 +3,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { exportPipeline } from '../launcher/export';
+import { streamPorts } from '../launcher/ec2/plan';
 import { validateFlow } from '../launcher/validate';
 import { edgeLine, pipelineGraph } from '../launcher/graph';
 import { flowUsesQuic, issueInstanceCertificate, quicEnv } from '../launcher/local/quic-certs';
@@ -100,6 +101,13 @@ describe('transport in export and graph', function () {
     assert.equal(work.data_input.transport, 'auto');
     const plain = exportPipeline(flow.map((n) => ({ ...n, transport: undefined }))).pipeline.stages as unknown as Array<Record<string, Record<string, unknown>>>;
     assert.equal(plain[0].data_output.transport, undefined, 'tcp (the default) adds nothing');
+  });
+
+  it('the EC2 security group opens UDP for quic, TCP and UDP for auto', function () {
+    const ports = (t: string | undefined) => streamPorts(exportPipeline(flow.map((n) => (n.type === 'spawn-push' ? { ...n, transport: t } : n))).pipeline as never).map((x) => `${x.ipProtocol}/${x.port}`);
+    assert.deepEqual(ports('auto'), ['tcp/6000', 'udp/6000']);
+    assert.deepEqual(ports('quic'), ['udp/6000']);
+    assert.deepEqual(ports(undefined), ['tcp/6000']);
   });
 
   it('graph shows the transport per edge, resolving auto where the stages tell', function () {
