@@ -8,6 +8,7 @@ import { validateFlow } from '../launcher/validate';
 import { edgeLine, pipelineGraph } from '../launcher/graph';
 import { flowUsesQuic, issueInstanceCertificate, quicEnv } from '../launcher/local/quic-certs';
 import { PeerFile, PeerInfo } from '../native/peers';
+import { loadIdentity } from '../native/quic/pki';
 import { regionOf, selectForStages, selectTransport } from '../native/transport-select';
 import { autoSelections, transportOption } from '../nodes/common/transport';
 import { load, node, startServer, stopServer, unload, waitForStatus } from './support/nr';
@@ -144,6 +145,28 @@ describe('QUIC certificates for a local launch', function () {
       const flow = [{ id: 't', type: 'tab', label: 'A' }, { id: 'n', type: 'spawn-push', z: 't', transport: 'quic', port: 7000, wires: [] }];
       const exported = JSON.stringify(exportPipeline(flow).pipeline);
       assert.ok(!/PRIVATE KEY/.test(exported) && !/PRIVATE KEY/.test(JSON.stringify(flow)));
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('spawn-red certs', function () {
+  it('makes a CA and a runtime directory per name that QUIC accepts', async function () {
+    const { spawnSync } = await import('child_process');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'spawn-red-certs-'));
+    try {
+      const cli = path.resolve(__dirname, '..', '..', 'bin', 'spawn-red.js');
+      const r = spawnSync(process.execPath, [cli, 'certs', dir, '--names', 'a-0,b-0'], { encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, /a-0: .* SPAWN_QUIC_DIR=/);
+      assert.equal(fs.statSync(path.join(dir, 'ca', 'ca-key.pem')).mode & 0o777, 0o600);
+      assert.equal(fs.statSync(path.join(dir, 'b-0', 'key.pem')).mode & 0o777, 0o600);
+      const id = loadIdentity(path.join(dir, 'a-0'));
+      assert.equal(id.caPem, fs.readFileSync(path.join(dir, 'b-0', 'ca.pem'), 'utf8'));
+      const bad = spawnSync(process.execPath, [cli, 'certs', dir, '--names', '../x'], { encoding: 'utf8' });
+      assert.equal(bad.status, 1);
+      assert.match(bad.stderr, /--names: "..\/x" cannot be a directory name/);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

@@ -16,7 +16,7 @@ import { flowUsesQuic } from '../local/quic-certs';
 /** QUIC certificates are not shipped to EC2 instances yet (keys must not travel in user data, which is not secret). */
 const QUIC_ON_EC2 =
   'Note: the flow uses QUIC (transport quic or auto). The EC2 launcher does not ship QUIC certificates yet: each instance makes its own local CA, ' +
-  'so QUIC peers refuse each other (ETLS). Put one pipeline CA and a certificate per instance in a directory on the AMI and set SPAWN_QUIC_DIR in the stage env, or use tcp.';
+  'so QUIC peers refuse each other (ETLS). Make a CA and certificates with `spawn-red certs DIR --names ...`, put them on the AMI and set SPAWN_QUIC_DIR in the stage env, or use tcp.';
 
 /**
  * The ec2 provider's verbs, as cli.ts dispatches them: `launch --provider ec2`, and `status`,
