@@ -39,6 +39,8 @@ const QUANTA_PER_TURN = 16;
 /** Send at least this much per turn even when the quantum is smaller (ACKs and small packets). */
 const MIN_SEND_BUDGET = 256 * 1024;
 const SLAB = 1024 * 1024;
+/** Connections one endpoint holds at most: a flood of Initial packets must not exhaust memory. */
+const MAX_CONNECTIONS = 4096;
 
 export interface EngineOptions {
   tls: TlsIdentity;
@@ -417,6 +419,7 @@ export class QuicEndpoint {
   }
 
   private accept(msg: Buffer, rinfo: dgram.RemoteInfo, key: string): QuicConn | undefined {
+    if (this.conns.size >= MAX_CONNECTIONS) return undefined;
     const q = quiche();
     let header;
     try {
