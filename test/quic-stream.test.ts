@@ -1,6 +1,7 @@
 import { strict as assert } from 'assert';
 import { StreamError } from '../native/errors';
 import { QuicEndpoint } from '../native/quic/engine';
+import { decodeData, encodeData, encodeRecord, Kind, RecordError, RecordReader } from '../native/quic/framing';
 import { loadIdentity } from '../native/quic/pki';
 import { openQuicStream, QuicStreamConfig } from '../native/quic/stream';
 import { Pattern, StreamStatus, ZmqStream } from '../native/zmq';
@@ -240,5 +241,28 @@ describe('QUIC transport (native)', function () {
     } finally {
       await relay.close();
     }
+  });
+});
+
+describe('QUIC stream records', function () {
+  it('reassemble from chunks of any size, small frames copied and large ones passed whole', function () {
+    const frames = [Buffer.from('topic'), Buffer.alloc(40_000, 7), Buffer.from('tail'), Buffer.alloc(0)];
+    const bytes = Buffer.concat([encodeRecord(Kind.Hello, Buffer.from('{}')), ...encodeData(frames), ...encodeData([Buffer.from('x')])]);
+    for (const size of [1, 3, 7, 1000, 16_384, bytes.length]) {
+      const got: Array<[Kind, Buffer]> = [];
+      const reader = new RecordReader(1 << 20, (k, b) => got.push([k, Buffer.from(b)]));
+      for (let off = 0; off < bytes.length; off += size) reader.push(bytes.subarray(off, off + size));
+      assert.deepEqual(got.map(([k]) => k), [Kind.Hello, Kind.Data, Kind.Data], `chunks of ${size}`);
+      assert.deepEqual(decodeData(got[1][1]), frames);
+      assert.deepEqual(decodeData(got[2][1]), [Buffer.from('x')]);
+    }
+  });
+
+  it('refuse a record over the limit and a frame running past its record', function () {
+    const reader = new RecordReader(100, () => undefined);
+    assert.throws(() => reader.push(Buffer.concat(encodeData([Buffer.alloc(200)]))), RecordError);
+    const body = Buffer.alloc(8);
+    body.writeUInt32LE(50, 0);
+    assert.throws(() => decodeData(body), /runs past the end of its record/);
   });
 });

@@ -215,12 +215,12 @@ export class QuicConn {
         const chunk = slab.buf.subarray(slab.off, slab.off + n);
         slab.off += n;
         if (fin && id === STREAM) this.finished = true;
-        if (id !== STREAM) continue; // other streams are not part of the protocol: read and dropped
-        if (n > 0) {
+        budget -= n;
+        // Other streams are not part of the protocol (the peer may open only one): read and dropped.
+        if (n > 0 && id === STREAM) {
           if (!this.q.isEstablished() && this.q.isInEarlyData()) this.sawEarlyData = true;
           this.handlers.data?.(chunk);
         }
-        budget -= n;
         if (budget <= 0) return true;
         if (n === 0) break;
       }
@@ -342,7 +342,7 @@ export class QuicEndpoint {
     config.setInitialMaxStreamDataBidiLocal(window);
     config.setInitialMaxStreamDataBidiRemote(window);
     config.setInitialMaxStreamDataUni(0);
-    config.setInitialMaxStreamsBidi(4);
+    config.setInitialMaxStreamsBidi(1); // the client's one stream; the server opens none
     config.setInitialMaxStreamsUni(0);
     config.setMaxStreamWindow(window);
     config.setMaxConnectionWindow(window);
@@ -449,31 +449,41 @@ export class QuicEndpoint {
     this.dirty.clear();
     for (const conn of list) {
       if (conn.closed) continue;
-      const q = conn.q;
-      if (!conn.opened && q.isEstablished()) {
-        conn.opened = true;
-        conn.handlers.open?.();
+      try {
+        this.step(conn, now);
+      } catch (e) {
+        // A bug or a throwing handler must not stall the other connections of this endpoint.
+        conn.close(`internal error: ${e instanceof Error ? e.message : String(e)}`.slice(0, 200));
       }
-      let again = false;
-      again = conn.pullIn() || again;
+    }
+  }
+
+  /** One connection's turn: read, write, send, and follow its timer. */
+  private step(conn: QuicConn, now: number): void {
+    const q = conn.q;
+    if (!conn.opened && q.isEstablished()) {
+      conn.opened = true;
+      conn.handlers.open?.();
+    }
+    let again = false;
+    again = conn.pullIn() || again;
+    conn.pushOut();
+    again = this.flush(conn) || again;
+    // A resumed client is in early data only once its first flight (ClientHello) went out: what
+    // it queued before goes now, as 0-RTT data, instead of waiting for the handshake.
+    if (conn.hasQueued && !q.isEstablished() && q.isInEarlyData()) {
       conn.pushOut();
       again = this.flush(conn) || again;
-      // A resumed client is in early data only once its first flight (ClientHello) went out: what
-      // it queued before goes now, as 0-RTT data, instead of waiting for the handshake.
-      if (conn.hasQueued && !q.isEstablished() && q.isInEarlyData()) {
-        conn.pushOut();
-        again = this.flush(conn) || again;
-      }
-      // Draining (the peer closed, or we did and said so): nothing more will be exchanged, so the
-      // connection is over for its user now rather than after quiche's drain period (3 PTO).
-      if (q.isClosed() || q.isDraining()) {
-        this.conns.get(conn.key) === conn && this.conns.delete(conn.key);
-        conn.finish();
-        continue;
-      }
-      conn.arm(now);
-      if (again) this.touch(conn);
     }
+    // Draining (the peer closed, or we did and said so): nothing more will be exchanged, so the
+    // connection is over for its user now rather than after quiche's drain period (3 PTO).
+    if (q.isClosed() || q.isDraining()) {
+      if (this.conns.get(conn.key) === conn) this.conns.delete(conn.key);
+      conn.finish();
+      return;
+    }
+    conn.arm(now);
+    if (again) this.touch(conn);
   }
 
   /** Send what quiche has for `conn`, up to QUANTA_PER_TURN send quanta; true when more is left for next turn. */
