@@ -250,6 +250,20 @@ const verbs: Record<string, Verb> = {
     help: 'Every pipeline with a state folder, running or not, local and ec2.',
     run: async (args) => (hasEc2Pipelines() ? ec2().listAllCommand(args) : listCommand(args)),
   },
+  certs: {
+    summary: 'make a QUIC certificate authority and certificates for machines the launcher does not set up',
+    usage: 'spawn-red certs <dir> [--names a,b,...]',
+    help: [
+      'Makes <dir>/ca (the CA; its key stays there, mode 0600) unless it exists, and <dir>/<name> for each',
+      'name: ca.pem, cert.pem, key.pem. Copy <dir>/<name> to a machine and set SPAWN_QUIC_DIR to it: its',
+      'QUIC nodes then trust exactly the peers with a certificate from this CA. `spawn-red launch`',
+      '(local) does this by itself, one CA per pipeline.',
+    ].join('\n'),
+    async run(args) {
+      if (args.positional.length !== 1) throw new UsageError('name one directory');
+      return require('./certs-verb').certsCommand(args);
+    },
+  },
   down: {
     summary: 'stop every instance of a launched pipeline (logs stay)',
     usage: 'spawn-red down <pipeline_id> [--provider ec2 [--region R] [--dry-run]]',
@@ -265,7 +279,7 @@ const verbs: Record<string, Verb> = {
 };
 
 const VALUED = ['port', 'host', 'user-dir', 'log-level', 'output', 'flow', 'stage', 'peers', 'pipeline-id', 'name', 's3-bucket', 'provider', 'on-failure',
-  'region', 'key-name', 'subnet', 'instance-profile', 'package', 'ssh-cidr', 'ami'];
+  'region', 'key-name', 'subnet', 'instance-profile', 'package', 'ssh-cidr', 'ami', 'names'];
 
 function mainHelp(): string {
   const width = Math.max(...Object.keys(verbs).map((v) => v.length));

@@ -79,18 +79,27 @@ export function stageCommand(stage: Stage, flowPath = 'flows.json'): string {
   return stage.command || `spawn-red run --flow ${shellQuote(flowPath)} --stage ${shellQuote(stage.stageId)}`;
 }
 
+/** A pattern node's transport when it is not the default ZeroMQ TCP (an extra field; spawn ignores it). */
+function transportOf(l: Link): string | undefined {
+  const t = (l.node as { transport?: unknown } | undefined)?.transport;
+  return t === 'quic' || t === 'auto' ? t : undefined;
+}
+
 function outputConfig(o: Link): DataConfig {
   const d: DataConfig = { mode: 'stream', protocol: o.protocol };
   if (o.pattern) d.pattern = o.pattern;
   d.port = o.port;
+  const transport = transportOf(o);
+  if (transport) d.transport = transport;
   return d;
 }
 
-function inputConfig(sources: string[], protocol: string, pattern: string | undefined): DataConfig {
+function inputConfig(sources: string[], protocol: string, pattern: string | undefined, transport?: string): DataConfig {
   const d: DataConfig = { mode: 'stream', source_stage: sources[0] };
   if (sources.length > 1) d.source_stages = sources;
   d.protocol = protocol;
   if (pattern) d.pattern = pattern;
+  if (transport) d.transport = transport;
   return d;
 }
 
@@ -113,18 +122,18 @@ export function exportStage(view: FlowView, stage: Stage, flowPath?: string): Sp
   const inputs = inputsOf(view, stage);
   if (inputs.length) {
     const all: string[] = [];
-    const groups = new Map<string, { protocol: string; pattern?: string; sources: string[] }>();
+    const groups = new Map<string, { protocol: string; pattern?: string; transport?: string; sources: string[] }>();
     for (const l of inputs) {
-      const key = `${l.protocol}/${l.pattern ?? ''}`;
-      const g = groups.get(key) ?? groups.set(key, { protocol: l.protocol, pattern: l.pattern, sources: [] }).get(key)!;
+      const key = `${l.protocol}/${l.pattern ?? ''}/${transportOf(l) ?? ''}`;
+      const g = groups.get(key) ?? groups.set(key, { protocol: l.protocol, pattern: l.pattern, transport: transportOf(l), sources: [] }).get(key)!;
       for (const src of l.sources) {
         if (!g.sources.includes(src)) g.sources.push(src);
         if (!all.includes(src)) all.push(src);
       }
     }
     const list = [...groups.values()];
-    s.data_input = inputConfig(all, list[0].protocol, list[0].pattern);
-    if (list.length > 1) s.data_inputs = list.map((g) => inputConfig(g.sources, g.protocol, g.pattern));
+    s.data_input = inputConfig(all, list[0].protocol, list[0].pattern, list[0].transport);
+    if (list.length > 1) s.data_inputs = list.map((g) => inputConfig(g.sources, g.protocol, g.pattern, g.transport));
   }
   const outputs = outputsOf(view, stage);
   if (outputs.length) {

@@ -1,5 +1,6 @@
 import { InputPattern, isInputPattern, isOutputPattern, OutputPattern, SOURCE_PATTERN } from '../nodes/common/pipeline';
 import { topoOrder } from './dag';
+import { selectForStages } from '../native/transport-select';
 
 /**
  * The stage DAG of a spawn pipeline definition (a flow is graphed through its export): stages in
@@ -23,6 +24,8 @@ export interface GraphEdge {
   pattern: string | null;
   /** The source's port, null where the source declares no matching output. */
   port: number | null;
+  /** Pattern nodes' transport when not ZeroMQ TCP: `quic`, or `auto→…` with what it resolves to. */
+  transport?: string;
 }
 
 export interface PipelineGraph {
@@ -76,6 +79,8 @@ export function pipelineGraph(pipeline: unknown): PipelineGraph {
           pattern,
           port: typeof match?.port === 'number' ? match.port : null,
         };
+        const transport = edgeTransport(text(input.transport) || text(match?.transport), source, byId.get(id)!);
+        if (transport) edge.transport = transport;
         const key = JSON.stringify(edge);
         if (!seen.has(key)) {
           seen.add(key);
@@ -87,6 +92,15 @@ export function pipelineGraph(pipeline: unknown): PipelineGraph {
   return { stages, edges };
 }
 
+/** `quic`, or for `auto` what the guide's table gives for the two stages (see native/transport-select.ts). */
+function edgeTransport(transport: string, from: Json, to: Json): string | undefined {
+  if (transport === 'quic') return 'quic';
+  if (transport !== 'auto') return undefined;
+  const place = (s: Json) => ({ region: text(s.region) || undefined, placement_group: text(s.placement_group) || undefined, efa_enabled: s.efa_enabled === true });
+  const sel = selectForStages(place(from), place(to));
+  return `auto→${sel.transport} (${sel.why})`;
+}
+
 const count = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
 
 export function graphSummary(g: PipelineGraph): string {
@@ -95,7 +109,7 @@ export function graphSummary(g: PipelineGraph): string {
 
 /** One line per stream, e.g. `producer ──zmq push→pull :5555──▶ consumer`. */
 export function edgeLine(e: GraphEdge): string {
-  const label = [e.protocol, e.pattern?.replace('/', '→'), e.port !== null ? `:${e.port}` : ''].filter(Boolean).join(' ');
+  const label = [e.protocol, e.pattern?.replace('/', '→'), e.port !== null ? `:${e.port}` : '', e.transport ? `[${e.transport}]` : ''].filter(Boolean).join(' ');
   return `${e.from} ──${label}──▶ ${e.to}`;
 }
 

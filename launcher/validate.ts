@@ -200,6 +200,11 @@ export function flowProblems(view: FlowView): Problem[] {
         continue;
       }
       if (link.protocol !== 'zmq') continue;
+      const tIn = transportName(link.node);
+      const tOut = transportName(m.output.node);
+      if (link.node && m.output.node && tIn !== tOut) {
+        add(where, 'transport', `uses transport ${tIn} but reads from stage "${sourceId}" whose ${m.output.label} uses ${tOut}: both ends of a stream need the same transport (tcp, quic, or auto on both)`);
+      }
       if (link.node && source.command && link.format !== 'raw') {
         add(where, 'format', `reads from external program "${sourceId}": set Format to raw`);
       }
@@ -372,4 +377,10 @@ function dataConfigProblems(d: unknown, side: 'input' | 'output', field: string,
   } else if (d.port === undefined) add('port', 'is required in stream mode (1-65535)');
   else if (!validPort(d.port)) add('port', `must be 1-65535, got ${show(d.port)}`);
   return out;
+}
+
+/** A pattern node's transport option ('' and absent mean tcp). */
+function transportName(node: object | undefined): string {
+  const t = (node as { transport?: unknown } | undefined)?.transport;
+  return t === 'quic' || t === 'auto' ? t : 'tcp';
 }

@@ -21,6 +21,8 @@ export interface PeerInfo {
   /** Added by spawn-red for transport selection; spawn's readers ignore unknown fields. */
   availability_zone?: string;
   placement_group?: string;
+  /** The instance has an EFA interface (RDMA); written by the launchers for transport selection. */
+  efa_enabled?: boolean;
 }
 
 export interface PeerFile {

@@ -51,6 +51,8 @@ export function peersFromInstances(instances: Instance[], pipelineId: string, la
     if (i.PublicIpAddress) peer.public_ip = i.PublicIpAddress;
     if (i.Placement?.AvailabilityZone) peer.availability_zone = i.Placement.AvailabilityZone;
     if (i.Placement?.GroupName) peer.placement_group = i.Placement.GroupName;
+    // For `auto` transport selection (RDMA needs EFA on both sides).
+    if (i.NetworkInterfaces?.some((n) => n.InterfaceType === 'efa')) peer.efa_enabled = true;
     (byStage[stageId] ??= []).push(peer);
   }
   for (const list of Object.values(byStage)) list.sort((a, b) => (a.index < 0 ? 1e9 : a.index) - (b.index < 0 ? 1e9 : b.index) || a.instance_id.localeCompare(b.instance_id));

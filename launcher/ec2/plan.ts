@@ -107,7 +107,13 @@ export function streamPorts(pipeline: SpawnPipeline): Array<{ ipProtocol: 'tcp' 
       const port = Number(o.port);
       if (o.mode !== 'stream' || !Number.isInteger(port) || port < 1 || port > 65535) continue;
       const protocol = String(o.protocol ?? 'zmq').toLowerCase();
-      if (protocol === 'quic') add('udp', port, stage.stage_id);
+      // A pattern node's transport (an extra field of spawn-red's export): quic listens on UDP, auto on both.
+      const transport = String(o.transport ?? '');
+      if (transport === 'quic') add('udp', port, stage.stage_id);
+      else if (transport === 'auto') {
+        add('tcp', port, stage.stage_id);
+        add('udp', port, stage.stage_id);
+      } else if (protocol === 'quic') add('udp', port, stage.stage_id);
       else if (['zmq', 'tcp', 'grpc', 'rdma'].includes(protocol)) add('tcp', port, stage.stage_id);
       else {
         add('tcp', port, stage.stage_id);

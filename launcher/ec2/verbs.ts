@@ -11,6 +11,12 @@ import { Ec2Options, launchRegion, TAG } from './plan';
 import { consoleOutput, findInstances, instanceStates, LaunchFailed, Output, provision, teardown } from './provision';
 import { isEc2Pipeline } from './dispatch';
 import { Ec2State, listEc2States, readEc2State, writeEc2State } from './state';
+import { flowUsesQuic } from '../local/quic-certs';
+
+/** QUIC certificates are not shipped to EC2 instances yet (keys must not travel in user data, which is not secret). */
+const QUIC_ON_EC2 =
+  'Note: the flow uses QUIC (transport quic or auto). The EC2 launcher does not ship QUIC certificates yet: each instance makes its own local CA, ' +
+  'so QUIC peers refuse each other (ETLS). Make a CA and certificates with `spawn-red certs DIR --names ...`, put them on the AMI and set SPAWN_QUIC_DIR in the stage env, or use tcp.';
 
 /**
  * The ec2 provider's verbs, as cli.ts dispatches them: `launch --provider ec2`, and `status`,
@@ -202,6 +208,7 @@ export async function ec2LaunchCommand(args: ParsedArgs, deps: Ec2VerbDeps = {})
     }
     fs.writeFileSync(path.join(pipelineDir(id), 'pipeline.json'), pipelineJson(input.pipeline));
     out.info(statusTable(state));
+    if (flowUsesQuic(input.flow)) out.info(QUIC_ON_EC2);
     out.info(
       [
         '',

@@ -9,6 +9,7 @@ import { PACKAGE_ROOT } from '../runtime';
 import { formatProblem, validatePipeline } from '../validate';
 import { netnsAddress, netnsName } from './netns';
 import { InstanceState, PipelineState } from './state';
+import { flowUsesQuic, issueInstanceCertificate, quicEnv } from './quic-certs';
 
 /**
  * A launch plan for the local provider: every instance of every stage, in dependency order, with
@@ -97,6 +98,9 @@ export function planLaunch(input: LaunchInput, dir: string, block: number, netns
       dns_name: `${stage.stage_id}-${index}.${pipeline.pipeline_id}.spore.host`,
       state: 'running',
       index,
+      // For `auto` transport selection: one machine is one zone per region, so stages declared in
+      // different regions talk QUIC, as they would on EC2, and the others TCP.
+      availability_zone: `${stage.region || 'local'}-local`,
     }));
   }
 
@@ -137,6 +141,7 @@ export function planLaunch(input: LaunchInput, dir: string, block: number, netns
       };
       const runsFlow = input.flow && /^spawn-red run\b/.test(stage.command);
       if (input.flow) fs.writeFileSync(path.join(instDir, 'flows.json'), JSON.stringify(input.flow));
+      if (flowUsesQuic(input.flow)) issueInstanceCertificate(dir, pipeline.pipeline_id, instDir, self.dns_name);
       if (runsFlow) {
         // A Node-RED stage: run this package's CLI directly (no shell, no PATH lookup).
         inst.argv = [process.execPath, CLI_PATH, 'run', '--flow', 'flows.json', '--stage', id, '--user-dir', 'node-red'];
@@ -171,6 +176,7 @@ export function instanceEnv(inst: InstanceState, stage: SpawnStage | undefined):
     ...(stage?.env ?? {}),
     SPAWN_PEERS_FILE: peerPath,
     SPAWN_BIND_ADDR: inst.address,
+    ...quicEnv(inst.dir),
     SPAWN_STATS_FILE: path.join(inst.dir, 'stats.json'),
     PATH: `${path.join(path.dirname(inst.dir), 'bin')}${path.delimiter}${process.env.PATH ?? ''}`,
   };

@@ -34,6 +34,8 @@ export interface PatternNodeDef extends NodeDef {
   topics?: string;
   /** dealer: routing id presented to routers. */
   identity?: string;
+  /** `tcp` (ZeroMQ, default), `quic`, or `auto` (see transport.ts). */
+  transport?: 'tcp' | 'quic' | 'auto' | '';
 }
 
 /** Output-side patterns bind by default: they are the stage's data_output. */

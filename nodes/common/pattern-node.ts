@@ -1,12 +1,13 @@
 import type { Node, NodeAPI, NodeMessage, NodeMessageInFlow } from 'node-red';
 import { WireMessage } from '../../native/codec';
 import { StreamError } from '../../native/errors';
-import { openZmqStream, Pattern, RECEIVES, SENDS, StreamStatus, ZmqStream } from '../../native/zmq';
+import { Pattern, RECEIVES, SENDS, StreamStatus, ZmqStream } from '../../native/zmq';
 import { bindsFor, ConfigError, lingerMs, PatternNodeDef, streamConfig } from './config';
 import { isInputPattern } from './pipeline';
 import { Rates, readyText, watchRates } from './live-status';
 import { sourceEndpoints } from './source';
 import { registerStats } from './stats';
+import { openTransport, transportOption } from './transport';
 import { ProblemReporter } from './problems';
 
 /**
@@ -76,7 +77,7 @@ export function registerPatternNode(RED: NodeAPI, pattern: Pattern): void {
         fromSource = src.endpoints;
         node.log(`source stage "${def.sourceStage}": ${src.endpoints.join(', ')} (from ${src.from})`);
       }
-      stream = openZmqStream(streamConfig(pattern, def, fromSource), {
+      const opened = openTransport(RED, transportOption(def.transport), streamConfig(pattern, def, fromSource), def.sourceStage, {
         message: (m, key) => node.send(toNodeMessage(m, key)),
         status: (s) => showStatus(s),
         problem: (e) => problems.report(e),
@@ -86,6 +87,8 @@ export function registerPatternNode(RED: NodeAPI, pattern: Pattern): void {
           showStatus(lastStatus);
         },
       });
+      stream = opened.stream;
+      if (opened.why) node.log(`transport auto: ${opened.transport} — ${opened.why}`);
       linger = lingerMs(def);
       const live = stream;
       unregisterStats = registerStats(node.id, { pattern, peers: () => live.peers, stats: () => live.stats() });

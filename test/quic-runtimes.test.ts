@@ -1,0 +1,199 @@
+import { strict as assert } from 'assert';
+import * as fs from 'fs';
+import * as net from 'net';
+import * as os from 'os';
+import * as path from 'path';
+import { startChildRuntime, tabFlow } from './support/child-runtime';
+import { freeUdpPort, quicIdentities } from './support/quic';
+
+/**
+ * Each pattern over QUIC between two headless Node-RED runtimes in separate processes, with
+ * certificates from one pipeline CA (SPAWN_QUIC_DIR, as the launcher sets it).
+ */
+
+const N = 20_000;
+
+/** Resolves when the stats file the runtime writes (SPAWN_STATS_FILE, once a second) shows `id` with a peer. */
+async function waitForPeer(file: string, id: string, timeoutMs = 15_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const s = JSON.parse(fs.readFileSync(file, 'utf8')) as { nodes: Record<string, { peers: number }> };
+      if ((s.nodes[id]?.peers ?? 0) > 0) return;
+    } catch {
+      // not written yet
+    }
+    if (Date.now() > end) throw new Error(`${id} had no peer within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe('QUIC between two Node-RED runtimes', function () {
+  this.timeout(120_000);
+  let dirs: string[];
+  let tmp: string;
+  before(() => {
+    dirs = quicIdentities(2, 'runtimes');
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'spawn-red-quic-rt-'));
+  });
+
+  it(`push → pull: ${N} messages complete and in order`, async function () {
+    const port = await freeUdpPort();
+    const c = await startChildRuntime(
+      tabFlow('consumer', [
+        { id: 'pull', type: 'spawn-pull', transport: 'quic', endpoints: `tcp://127.0.0.1:${port}`, wires: [['sink']] },
+        { id: 'sink', type: 'seq-sink', expect: N, label: 'sink' },
+      ]),
+      'quic-consumer',
+      { env: { SPAWN_QUIC_DIR: dirs[1] } },
+    );
+    const p = await startChildRuntime(
+      tabFlow('producer', [
+        { id: 'src', type: 'seq-source', count: N, size: 1000, kind: 'buffer', wires: [['push']] },
+        { id: 'push', type: 'spawn-push', transport: 'quic', addr: '127.0.0.1', port },
+      ]),
+      'quic-producer',
+      { env: { SPAWN_QUIC_DIR: dirs[0] } },
+    );
+    try {
+      const r = await c.waitForReport((x) => x.done, 60_000);
+      assert.equal(r.count, N);
+      assert.equal(r.outOfOrder, 0, r.firstProblem);
+      assert.equal(r.bytes, N * 1000);
+    } finally {
+      assert.equal(await p.stop(), 0, p.output());
+      assert.equal(await c.stop(), 0, c.output());
+    }
+  });
+
+  it('pub → sub: the subscribed topic only, in order', async function () {
+    const port = await freeUdpPort();
+    const stats = path.join(tmp, 'pub-stats.json');
+    const go = path.join(tmp, 'pub-go');
+    const c = await startChildRuntime(
+      tabFlow('consumer', [
+        { id: 'sub', type: 'spawn-sub', transport: 'quic', endpoints: `tcp://127.0.0.1:${port}`, topics: 'sensor/', wires: [['sink']] },
+        { id: 'sink', type: 'seq-sink', expect: N, label: 'sink' },
+      ]),
+      'quic-sub',
+      { env: { SPAWN_QUIC_DIR: dirs[1] } },
+    );
+    const p = await startChildRuntime(
+      tabFlow('producer', [
+        // Every message twice: on a topic the sub takes, and on one it does not.
+        { id: 'src', type: 'seq-source', count: N, size: 100, kind: 'buffer', window: 2000, startFile: go, wires: [['topicA', 'topicB']] },
+        { id: 'topicA', type: 'change', rules: [{ t: 'set', p: 'topic', pt: 'msg', to: 'sensor/1', tot: 'str' }], wires: [['pubA']] },
+        { id: 'topicB', type: 'change', rules: [{ t: 'set', p: 'topic', pt: 'msg', to: 'other', tot: 'str' }], wires: [['pubA']] },
+        { id: 'pubA', type: 'spawn-pub', transport: 'quic', addr: '127.0.0.1', port },
+      ]),
+      'quic-pub',
+      { env: { SPAWN_QUIC_DIR: dirs[0], SPAWN_STATS_FILE: stats } },
+    );
+    try {
+      await waitForPeer(stats, 'pubA');
+      fs.writeFileSync(go, '');
+      const r = await c.waitForReport((x) => x.done, 60_000);
+      assert.equal(r.count, N);
+      assert.equal(r.outOfOrder, 0, r.firstProblem);
+    } finally {
+      assert.equal(await p.stop(), 0, p.output());
+      assert.equal(await c.stop(), 0, c.output());
+    }
+  });
+
+  it('dealer → router → dealer: the router answers each request to the identity it came from', async function () {
+    const port = await freeUdpPort();
+    // The router's output goes back into its own input: msg.identity routes the echo to its dealer.
+    const r1 = await startChildRuntime(tabFlow('server', [{ id: 'router', type: 'spawn-router', transport: 'quic', addr: '127.0.0.1', port, wires: [['router']] }]), 'quic-router', {
+      env: { SPAWN_QUIC_DIR: dirs[0] },
+    });
+    const d = await startChildRuntime(
+      tabFlow('client', [
+        { id: 'src', type: 'seq-source', count: N, size: 200, kind: 'buffer', window: 1000, wires: [['dealer']] },
+        { id: 'dealer', type: 'spawn-dealer', transport: 'quic', identity: 'worker-7', endpoints: `tcp://127.0.0.1:${port}`, wires: [['sink']] },
+        { id: 'sink', type: 'seq-sink', expect: N, label: 'sink' },
+      ]),
+      'quic-dealer',
+      { env: { SPAWN_QUIC_DIR: dirs[1] } },
+    );
+    try {
+      const r = await d.waitForReport((x) => x.done, 60_000);
+      assert.equal(r.count, N);
+      assert.equal(r.outOfOrder, 0, r.firstProblem);
+    } finally {
+      assert.equal(await d.stop(), 0, d.output());
+      assert.equal(await r1.stop(), 0, r1.output());
+    }
+  });
+});
+
+describe('transport auto between two stage runtimes', function () {
+  this.timeout(120_000);
+
+  it('stages in two availability zones choose QUIC on both sides and stream over it', async function () {
+    const N2 = 5000;
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'spawn-red-auto-'));
+    const [pDir, cDir] = quicIdentities(2, 'auto');
+    const port = await freeUdpPort();
+    const peer = (stage: string, si: number, ip: string, zone: string) => ({
+      stage_id: stage,
+      stage_index: si,
+      instance_id: `i-${stage}`,
+      private_ip: ip,
+      dns_name: `${stage}-0.test`,
+      state: 'running',
+      index: 0,
+      availability_zone: zone,
+      placement_group: 'spawn-red-test',
+    });
+    const all = { producer: [peer('producer', 0, '127.0.0.2', 'us-east-1a')], consumer: [peer('consumer', 1, '127.0.0.3', 'us-east-1b')] };
+    const peerFile = (self: 'producer' | 'consumer') => {
+      const f = path.join(dir, `${self}.json`);
+      fs.writeFileSync(
+        f,
+        JSON.stringify({
+          pipeline_id: 'auto',
+          stage_id: self,
+          stage_index: all[self][0].stage_index,
+          instance_index: 0,
+          stage_peers: all[self],
+          upstream_stages: self === 'consumer' ? { producer: all.producer } : {},
+          downstream_stages: self === 'producer' ? { consumer: all.consumer } : {},
+          all_stages: all,
+        }),
+      );
+      return f;
+    };
+    const flow = [
+      { id: 'tabP', type: 'tab', label: 'Producer' },
+      { id: 'tabC', type: 'tab', label: 'Consumer' },
+      { id: 'stP', type: 'spawn-stage', z: 'tabP', stageId: 'producer', instanceCount: 1, wires: [] },
+      { id: 'src', type: 'seq-source', z: 'tabP', count: N2, size: 500, kind: 'buffer', wires: [['push']] },
+      { id: 'push', type: 'spawn-push', z: 'tabP', port, transport: 'auto', wires: [] },
+      { id: 'stC', type: 'spawn-stage', z: 'tabC', stageId: 'consumer', instanceCount: 1, wires: [] },
+      { id: 'pull', type: 'spawn-pull', z: 'tabC', sourceStage: 'producer', endpoints: '', transport: 'auto', wires: [['sinkC']] },
+      { id: 'sinkC', type: 'seq-sink', z: 'tabC', expect: N2, label: 'sink', wires: [] },
+    ];
+    const c = await startChildRuntime(flow, 'auto-consumer', { stage: 'consumer', peers: peerFile('consumer'), env: { SPAWN_BIND_ADDR: '127.0.0.3', SPAWN_QUIC_DIR: cDir } });
+    const p = await startChildRuntime(flow, 'auto-producer', { stage: 'producer', peers: peerFile('producer'), env: { SPAWN_BIND_ADDR: '127.0.0.2', SPAWN_QUIC_DIR: pDir } });
+    try {
+      const r = await c.waitForReport((x) => x.done, 60_000);
+      assert.equal(r.count, N2);
+      assert.equal(r.outOfOrder, 0, r.firstProblem);
+      // QUIC only: nothing listens on the TCP port of the same number.
+      const tcp = await new Promise<string>((resolve) => {
+        const s = net.connect(port, '127.0.0.2');
+        s.once('connect', () => {
+          s.destroy();
+          resolve('connected');
+        });
+        s.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'));
+      });
+      assert.equal(tcp, 'ECONNREFUSED');
+    } finally {
+      assert.equal(await p.stop(), 0, p.output());
+      assert.equal(await c.stop(), 0, c.output());
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,0 +1,96 @@
+import * as dgram from 'dgram';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { ensureCa, issueCertificate, writeIdentity } from '../../native/quic/pki';
+
+/** A loopback UDP port that nothing is bound to right now (the kernel picks it). */
+export function freeUdpPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = dgram.createSocket('udp4');
+    s.once('error', reject);
+    s.bind(0, '127.0.0.1', () => {
+      const port = s.address().port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** A new CA in a temporary directory and `n` runtime certificate directories signed by it. */
+export function quicIdentities(n: number, label = 'ca'): string[] {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), `spawn-red-quic-${label}-`));
+  const ca = ensureCa(path.join(root, 'ca'), `test ${label}`);
+  return Array.from({ length: n }, (_, i) => {
+    const dir = path.join(root, `runtime-${i}`);
+    writeIdentity(dir, ca.certPem, issueCertificate(ca, `runtime ${i}`));
+    return dir;
+  });
+}
+
+export interface LossyRelay {
+  port: number;
+  forwarded: number;
+  dropped: number;
+  delayed: number;
+  close(): Promise<void>;
+}
+
+/**
+ * A UDP relay on loopback between one client and one server that drops a share of the datagrams
+ * and delays another share (reordering them), in both directions. Decisions come from a seeded
+ * generator, so a failing run can be repeated.
+ */
+export function startLossyRelay(serverPort: number, opts: { drop: number; delay: number; maxDelayMs: number; seed?: number }): Promise<LossyRelay> {
+  let seed = opts.seed ?? 12345;
+  const random = () => {
+    // mulberry32
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = seed;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const sock = dgram.createSocket({ type: 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
+  const timers = new Set<NodeJS.Timeout>();
+  let client: { port: number; address: string } | undefined;
+  const relay: LossyRelay = {
+    port: 0,
+    forwarded: 0,
+    dropped: 0,
+    delayed: 0,
+    close: () =>
+      new Promise<void>((r) => {
+        for (const t of timers) clearTimeout(t);
+        sock.close(() => r());
+      }),
+  };
+  sock.on('message', (msg, rinfo) => {
+    const fromServer = rinfo.port === serverPort;
+    if (!fromServer) client = { port: rinfo.port, address: rinfo.address };
+    const to = fromServer ? client : { port: serverPort, address: '127.0.0.1' };
+    if (!to) return;
+    const r = random();
+    if (r < opts.drop) {
+      relay.dropped++;
+      return;
+    }
+    const forward = () => {
+      relay.forwarded++;
+      sock.send(msg, to.port, to.address);
+    };
+    if (r < opts.drop + opts.delay) {
+      relay.delayed++;
+      const t = setTimeout(() => {
+        timers.delete(t);
+        forward();
+      }, 1 + random() * opts.maxDelayMs);
+      timers.add(t);
+    } else forward();
+  });
+  return new Promise((resolve) =>
+    sock.bind(0, '127.0.0.1', () => {
+      relay.port = sock.address().port;
+      resolve(relay);
+    }),
+  );
+}
