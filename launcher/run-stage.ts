@@ -90,7 +90,11 @@ export async function startRun(opts: RunOptions): Promise<Running> {
   if (stage?.command) return runExternal(stage, env, `${where}: external program: ${stage.command}; ${source}`);
 
   Object.assign(process.env, env);
-  tuneGcForStreaming();
+  try {
+    tuneGcForStreaming();
+  } catch (e) {
+    throw new RunError(`${where}: ${(e as Error).message}`);
+  }
   const tempDir = opts.userDir ? undefined : fs.mkdtempSync(path.join(os.tmpdir(), 'spawn-red-run-'));
   const userDir = opts.userDir ?? tempDir!;
   fs.mkdirSync(userDir, { recursive: true });

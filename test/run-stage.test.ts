@@ -3,6 +3,7 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { gcModeFor } from '../launcher/gc-tuning';
 import { PeerFile, PeerInfo } from '../native/peers';
 import { ChildRuntime, startChildRuntime } from './support/child-runtime';
 import { freePort } from './support/nr';
@@ -111,6 +112,23 @@ describe('spawn-red run: one stage per process, peers from the peer-discovery fi
     r = run('--stage', 'consumer', '--peers', other);
     assert.equal(r.status, 1);
     assert.match(r.stderr, /is for stage "producer", not "consumer"/);
+  });
+
+  it('marks the heap on the main thread on small machines, as SPAWN_GC asks, and names a bad SPAWN_GC', function () {
+    assert.equal(gcModeFor({}, 2), 'main-thread');
+    assert.equal(gcModeFor({}, 4), 'main-thread');
+    assert.equal(gcModeFor({}, 8), 'concurrent');
+    assert.equal(gcModeFor({ SPAWN_GC: 'concurrent' }, 2), 'concurrent');
+    assert.equal(gcModeFor({ SPAWN_GC: 'main-thread' }, 64), 'main-thread');
+    const flowFile = path.join(dir, 'flows.json');
+    fs.writeFileSync(flowFile, JSON.stringify(pipelineFlow(5555)));
+    const r = spawnSync(process.execPath, [CLI, 'run', '--flow', flowFile, '--stage', 'consumer'], {
+      encoding: 'utf8',
+      timeout: 20_000,
+      env: { ...process.env, SPAWN_GC: 'fast' },
+    });
+    assert.equal(r.status, 1, r.stdout + r.stderr);
+    assert.match(r.stderr, /stage "consumer": SPAWN_GC must be main-thread or concurrent, not "fast"/);
   });
 
   it('fails fast when the stage uses a node type that is not installed', function () {
