@@ -206,7 +206,7 @@ const verbs: Record<string, Verb> = {
     usage: [
       'spawn-red launch <flows.json | pipeline.json> [--provider local] [--pipeline-id ID] [--flow flows.json] [--on-failure stop|continue] [--detached] [--netns]',
       '       spawn-red launch <flows.json | pipeline.json> --provider ec2 [--region R] [--instance-profile P] [--key-name K] [--ssh-cidr CIDR[,CIDR]]',
-      '                        [--subnet S] [--ami AMI] [--package <spec|url>] [--pipeline-id ID] [--flow flows.json] [--dry-run [--show-user-data]]',
+      '                        [--subnet S] [--ami AMI] [--package <spec|url>] [--kms-key K] [--pipeline-id ID] [--flow flows.json] [--dry-run [--show-user-data]]',
     ].join('\n'),
     help: [
       'Runs each stage instance as its own process on this machine: its own loopback address',
@@ -229,6 +229,8 @@ const verbs: Record<string, Verb> = {
       'as the spawn-red systemd service. --instance-profile names a profile allowing ec2:DescribeInstances',
       '(needed with more than one instance). A failure on the way removes everything the launch created.',
       '--dry-run prints every EC2 call with its parameters and makes none.',
+      'A flow using QUIC: each instance\'s certificate and key go to SSM Parameter Store (SecureString,',
+      '--kms-key for a customer managed key), never into user data; the instance profile must read them.',
     ].join('\n'),
     run: (args) => (args.flags.provider === 'ec2' ? ec2().ec2LaunchCommand(args) : launchCommand(args)),
   },
