@@ -9,7 +9,6 @@ import { GetParametersByPathCommand, ListTagsForResourceCommand, PutParameterCom
 import { mockClient } from 'aws-sdk-client-mock';
 import type { SpawnPipeline } from '../launcher/export';
 import { Ec2Api, quietSdkNotice } from '../launcher/ec2/api';
-import { writePeerFiles } from '../launcher/ec2/peer-writer';
 import { LaunchFailed, provision, quietOutput, teardown } from '../launcher/ec2/provision';
 import { SecretStore } from '../launcher/ec2/secrets';
 import { readEc2State } from '../launcher/ec2/state';
@@ -242,26 +241,32 @@ describe('EC2 instance secrets through SSM Parameter Store (moto on 127.0.0.1)',
     }
   });
 
-  it('the peer writer gives the stage SPAWN_SECRETS with its own index, and AWS_REGION', async function () {
+  it('the peer writer (as the user data runs it, against moto) gives the stage SPAWN_SECRETS with its own index, and AWS_REGION', async function () {
+    assert.ok(launched, 'needs the launch of the test before');
     const dir = fs.mkdtempSync(path.join(home, 'peers-'));
-    const shape = { pipeline_id: 'sec', stages: [{ stage_id: 'consumer', instance_count: 2 }] };
-    const inst = (id: string, index: number) => ({
-      InstanceId: id,
-      PrivateIpAddress: `10.0.0.${index + 1}`,
-      State: { Name: 'running' as const },
-      Tags: [
-        { Key: 'spawn:pipeline-id', Value: 'sec' },
-        { Key: 'spawn:stage-id', Value: 'consumer' },
-        { Key: 'spawn:instance-index', Value: String(index) },
-      ],
+    const state = readEc2State(launched.id, env)!;
+    const consumer1 = state.instances.find((i) => i.stage_id === 'consumer' && i.index === 1)!;
+    fs.writeFileSync(path.join(dir, 'pipeline.json'), JSON.stringify(pipeline(launched.id)));
+    // The peer writer's arguments exactly as the consumer's user data has them.
+    const line = /--secrets ('?)(ssm:[^' ]+)\1 \\$/m.exec(launched.userData.get('consumer')!);
+    assert.ok(line, 'the user data passes --secrets to the peer writer');
+    const writer = path.resolve(__dirname, '..', 'launcher', 'ec2', 'peer-writer.js');
+    const r = await new Promise<{ status: number | null; out: string }>((resolve) => {
+      const child = spawn(
+        process.execPath,
+        [writer, '--pipeline', path.join(dir, 'pipeline.json'), '--stage', 'consumer', '--launch', launched!.token, '--region', REGION, '--instance-id', consumer1.instance_id,
+          '--timeout', '20', '--poll', '0.1', '--out', path.join(dir, 'peers.json'), '--env-out', path.join(dir, 'pipeline.env'), '--secrets', line![2]],
+        { env: { ...process.env, AWS_ENDPOINT_URL_EC2: motoUrl, AWS_ACCESS_KEY_ID: 'testing', AWS_SECRET_ACCESS_KEY: 'testing', AWS_EC2_METADATA_DISABLED: 'true' } },
+      );
+      let out = '';
+      child.stdout.on('data', (d) => (out += d));
+      child.stderr.on('data', (d) => (out += d));
+      child.on('exit', (status) => resolve({ status, out }));
     });
-    await writePeerFiles(
-      { pipeline: shape, stageId: 'consumer', out: path.join(dir, 'peers.json'), envFile: path.join(dir, 'pipeline.env'), timeoutMs: 1000, pollMs: 10, secrets: 'ssm:/spawn-red/sec/tok/consumer', region: 'eu-west-1' },
-      { describe: async () => [inst('i-a', 0), inst('i-b', 1)], instanceId: async () => 'i-b', sleep: async () => undefined, log: () => undefined, now: () => Date.now() },
-    );
+    assert.equal(r.status, 0, r.out);
     const text = fs.readFileSync(path.join(dir, 'pipeline.env'), 'utf8');
-    assert.match(text, /^SPAWN_SECRETS=ssm:\/spawn-red\/sec\/tok\/consumer\/1$/m);
-    assert.match(text, /^AWS_REGION=eu-west-1$/m);
+    assert.match(text, new RegExp(`^SPAWN_SECRETS=ssm:${launched.path}/consumer/1$`, 'm'));
+    assert.match(text, /^AWS_REGION=us-east-1$/m);
   });
 
   it('spawn-red run --secrets fetches before the stage starts and hands it SPAWN_QUIC_DIR; a missing path is one clear line', async function () {
@@ -399,6 +404,14 @@ describe('EC2 instance secrets through SSM Parameter Store (moto on 127.0.0.1)',
       else process.env.SPAWN_RED_HOME = savedHome;
     }
     const text = printed.join('\n');
+    // Without an instance profile the instances could not read their certificates: refused before any call.
+    const refused: string[] = [];
+    const code = await ec2LaunchCommand({ positional: [flowFile], flags: { provider: 'ec2', region: REGION, 'dry-run': true } }, { print: (t) => refused.push(t), err: (l) => refused.push(`ERR ${l}`) });
+    assert.equal(code, 1);
+    assert.deepEqual(refused, [
+      'ERR spawn-red launch: the instances find each other with ec2:DescribeInstances and need an instance profile that allows it: pass --instance-profile NAME (README, "Launch on EC2", shows the policy)',
+      'ERR spawn-red launch: the flow uses QUIC: each instance reads its certificate from SSM Parameter Store with its instance profile: pass --instance-profile NAME (README, "QUIC on EC2", shows the policy)',
+    ]);
     assert.match(text, /PutParameter \(consumer instance 0\) \{[^}]*"Name": "\/spawn-red\/dry\/[^"]+\/consumer\/0\/quic\/key\.pem"[^}]*"Type": "SecureString"[^}]*"Value": "<quic\/key\.pem: made at launch, not shown>"/s);
     assert.match(text, /--secrets '?ssm:\/spawn-red\/dry\/dry-[a-z0-9-]+\/producer'? \\\n/);
     assert.doesNotMatch(text, /-----BEGIN/);
