@@ -148,7 +148,10 @@ async function runSecrets(opts: RunOptions): Promise<FetchedSecrets | undefined>
   const spec = opts.secrets ?? process.env.SPAWN_SECRETS;
   if (!spec) return undefined;
   const runtimeDir = process.env.RUNTIME_DIRECTORY?.split(':')[0];
+  const temporary = !opts.secretsDir && !runtimeDir;
   const dir = opts.secretsDir ?? (runtimeDir ? path.join(runtimeDir, 'secrets') : fs.mkdtempSync(path.join(os.tmpdir(), 'spawn-red-secrets-')));
+  // A folder made here goes when the process does (systemd removes its RuntimeDirectory itself).
+  if (temporary) process.once('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
   try {
     const fetched = await fetchInstanceSecrets(spec, dir);
     console.log(`spawn-red: secrets from ${spec}: ${fetched.files.join(', ')} in ${dir}`);

@@ -284,15 +284,18 @@ describe('EC2 instance secrets through SSM Parameter Store (moto on 127.0.0.1)',
     const runEnv: NodeJS.ProcessEnv = { ...process.env, SPAWN_RED_HOME: home, AWS_ENDPOINT_URL_SSM: motoUrl, AWS_REGION: REGION, AWS_ACCESS_KEY_ID: 'testing', AWS_SECRET_ACCESS_KEY: 'testing', AWS_EC2_METADATA_DISABLED: 'true', OUT: path.join(dir, 'out') };
     delete runEnv.SPAWN_PEERS_FILE;
     delete runEnv.AWS_PROFILE;
-    const secretsDir = path.join(dir, 'secrets');
-    const ok = spawnSync(process.execPath, [CLI, 'run', '--flow', flowFile, '--stage', 'consumer', '--secrets-dir', secretsDir], {
+    // No --secrets-dir and no systemd RUNTIME_DIRECTORY: a temporary folder, removed when run exits.
+    delete runEnv.RUNTIME_DIRECTORY;
+    const ok = spawnSync(process.execPath, [CLI, 'run', '--flow', flowFile, '--stage', 'consumer'], {
       encoding: 'utf8',
       timeout: 30_000,
       env: { ...runEnv, SPAWN_SECRETS: `ssm:${launched!.path}/consumer/0` },
     });
     assert.equal(ok.status, 0, ok.stdout + ok.stderr);
     assert.equal(fs.readFileSync(path.join(dir, 'out'), 'utf8'), 'ca.pem\ncert.pem\nkey.pem\n');
-    assert.match(ok.stdout, /secrets from ssm:\/spawn-red\/sec\/.*\/consumer\/0: quic\/ca\.pem, quic\/cert\.pem, quic\/key\.pem/);
+    const used = /secrets from ssm:\/spawn-red\/sec\/.*\/consumer\/0: quic\/ca\.pem, quic\/cert\.pem, quic\/key\.pem in (\S+)\n/.exec(ok.stdout);
+    assert.ok(used, ok.stdout);
+    assert.ok(!fs.existsSync(used[1]), `${used[1]} is left after run exited`);
     assert.doesNotMatch(ok.stdout + ok.stderr, /PRIVATE KEY/);
 
     const missing = spawnSync(process.execPath, [CLI, 'run', '--flow', flowFile, '--stage', 'consumer', '--secrets', 'ssm:/spawn-red/gone/x/consumer/0', '--secrets-dir', path.join(dir, 's2')], {
