@@ -112,7 +112,7 @@ const verbs: Record<string, Verb> = {
   },
   run: {
     summary: 'run one stage of a flow headless (or the whole flow), until stopped',
-    usage: 'spawn-red run --flow <flows.json> --stage <id> [--peers FILE] [--hostfile[=PATH]] [--user-dir DIR] [--log-level info]\n       spawn-red run <flows.json>',
+    usage: 'spawn-red run --flow <flows.json> --stage <id> [--peers FILE] [--hostfile[=PATH]] [--user-dir DIR] [--log-level info] [--secrets ssm:/path]\n       spawn-red run <flows.json>',
     help: [
       'Runs a stage\'s tab in Node-RED without the editor or any HTTP port: what every pipeline',
       'instance runs. An external-program stage (its stage node has a command) runs that command.',
@@ -122,6 +122,8 @@ const verbs: Record<string, Verb> = {
       'and the stage\'s env. --hostfile writes spawn\'s MPI hostfile (default /etc/spawn/hostfile).',
       'Without --stage every tab runs. SIGINT or SIGTERM stops it cleanly: queued messages are',
       'flushed within each node\'s linger time before the process exits.',
+      '--secrets ssm:/path (or $SPAWN_SECRETS; the EC2 launcher sets it) first fetches the instance\'s',
+      'secrets from SSM Parameter Store into a 0700 folder (--secrets-dir) and sets SPAWN_QUIC_DIR.',
     ].join('\n'),
     async run(args) {
       const flowFile = (args.flags.flow as string | undefined) ?? args.positional[0];
@@ -137,6 +139,8 @@ const verbs: Record<string, Verb> = {
           userDir: args.flags['user-dir'] as string | undefined,
           logLevel: args.flags['log-level'] as string | undefined,
           nodesDirs: process.env.SPAWN_RED_NODES_DIRS ? process.env.SPAWN_RED_NODES_DIRS.split(path.delimiter) : undefined,
+          secrets: args.flags.secrets as string | undefined,
+          secretsDir: args.flags['secrets-dir'] as string | undefined,
         });
       } catch (e) {
         if (e instanceof RunError || e instanceof StageNotFound || e instanceof PeerFileError) {
@@ -202,7 +206,7 @@ const verbs: Record<string, Verb> = {
     usage: [
       'spawn-red launch <flows.json | pipeline.json> [--provider local] [--pipeline-id ID] [--flow flows.json] [--on-failure stop|continue] [--detached] [--netns]',
       '       spawn-red launch <flows.json | pipeline.json> --provider ec2 [--region R] [--instance-profile P] [--key-name K] [--ssh-cidr CIDR[,CIDR]]',
-      '                        [--subnet S] [--ami AMI] [--package <spec|url>] [--pipeline-id ID] [--flow flows.json] [--dry-run [--show-user-data]]',
+      '                        [--subnet S] [--ami AMI] [--package <spec|url>] [--kms-key K] [--pipeline-id ID] [--flow flows.json] [--dry-run [--show-user-data]]',
     ].join('\n'),
     help: [
       'Runs each stage instance as its own process on this machine: its own loopback address',
@@ -225,6 +229,8 @@ const verbs: Record<string, Verb> = {
       'as the spawn-red systemd service. --instance-profile names a profile allowing ec2:DescribeInstances',
       '(needed with more than one instance). A failure on the way removes everything the launch created.',
       '--dry-run prints every EC2 call with its parameters and makes none.',
+      'A flow using QUIC: each instance\'s certificate and key go to SSM Parameter Store (SecureString,',
+      '--kms-key for a customer managed key), never into user data; the instance profile must read them.',
     ].join('\n'),
     run: (args) => (args.flags.provider === 'ec2' ? ec2().ec2LaunchCommand(args) : launchCommand(args)),
   },
@@ -279,7 +285,8 @@ const verbs: Record<string, Verb> = {
 };
 
 const VALUED = ['port', 'host', 'user-dir', 'log-level', 'output', 'flow', 'stage', 'peers', 'pipeline-id', 'name', 's3-bucket', 'provider', 'on-failure',
-  'region', 'key-name', 'subnet', 'instance-profile', 'package', 'ssh-cidr', 'ami', 'names'];
+  'region', 'key-name', 'subnet', 'instance-profile', 'package', 'ssh-cidr', 'ami', 'names',
+  'secrets', 'secrets-dir', 'kms-key'];
 
 function mainHelp(): string {
   const width = Math.max(...Object.keys(verbs).map((v) => v.length));

@@ -9,6 +9,7 @@ import { parseJson } from './json-location';
 import { tuneGcForStreaming } from './gc-tuning';
 import { startRuntime } from './runtime';
 import { findStage, stageFlow } from './stage-flow';
+import { fetchInstanceSecrets, FetchedSecrets, SecretsError } from './instance-secrets';
 
 /**
  * `spawn-red run`: one stage instance, headless. Node-RED stages run their tab in an embedded
@@ -28,6 +29,10 @@ export interface RunOptions {
   userDir?: string;
   logLevel?: string;
   nodesDirs?: string[];
+  /** Fetch the instance's secrets first: `ssm:/path` (else $SPAWN_SECRETS); see instance-secrets.ts. */
+  secrets?: string;
+  /** Where they go (default: $RUNTIME_DIRECTORY/secrets under systemd, else a new temporary folder). */
+  secretsDir?: string;
 }
 
 export class RunError extends Error {}
@@ -77,6 +82,8 @@ export async function startRun(opts: RunOptions): Promise<Running> {
   // The environment of the stage: spawn's derived variables, then the stage's own settings.
   const env: Record<string, string> = {};
   if (peers.file) Object.assign(env, spawnEnv(peers.file), { SPAWN_PEERS_FILE: peers.path! });
+  const secrets = await runSecrets(opts);
+  if (secrets) Object.assign(env, secrets.env);
   if (stage) Object.assign(env, stage.env);
   if (opts.hostfile) {
     if (!peers.file) throw new RunError('--hostfile needs a peer file: the hostfile lists the stage\'s instances');
@@ -138,6 +145,24 @@ export async function startRun(opts: RunOptions): Promise<Running> {
       return stopping;
     },
   };
+}
+
+/** The instance's secrets (e.g. its QUIC certificate), fetched before anything starts: none without --secrets / SPAWN_SECRETS. */
+async function runSecrets(opts: RunOptions): Promise<FetchedSecrets | undefined> {
+  const spec = opts.secrets ?? process.env.SPAWN_SECRETS;
+  if (!spec) return undefined;
+  const runtimeDir = process.env.RUNTIME_DIRECTORY?.split(':')[0];
+  const temporary = !opts.secretsDir && !runtimeDir;
+  const dir = opts.secretsDir ?? (runtimeDir ? path.join(runtimeDir, 'secrets') : fs.mkdtempSync(path.join(os.tmpdir(), 'spawn-red-secrets-')));
+  // A folder made here goes when the process does (systemd removes its RuntimeDirectory itself).
+  if (temporary) process.once('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+  try {
+    const fetched = await fetchInstanceSecrets(spec, dir);
+    console.log(`spawn-red: secrets from ${spec}: ${fetched.files.join(', ')} in ${dir}`);
+    return fetched;
+  } catch (e) {
+    throw e instanceof SecretsError ? new RunError(e.message) : e;
+  }
 }
 
 function runExternal(stage: Stage, env: Record<string, string>, banner: string): Running {

@@ -17,6 +17,7 @@ import { TAG } from './plan';
  *
  *   node dist/launcher/ec2/peer-writer.js --pipeline /etc/spawn/pipeline.json --stage S --launch TOKEN
  *     --region R [--timeout 1800] [--out FILE] [--hostfile FILE] [--env-out FILE] [--instance-id ID]
+ *     [--secrets ssm:/spawn-red/<pipeline>/<launch>/<stage>]
  */
 
 export interface PipelineShape {
@@ -91,8 +92,8 @@ export function buildPeerFile(pipeline: PipelineShape, peers: Record<string, Pee
 }
 
 /** The stage's environment for bash (`set -a; . file`): spawn's variables, the peer file's path, then the stage's env. */
-export function envFileText(file: PeerFile, peerFilePath: string, stageEnv: Record<string, string> = {}): string {
-  const env: Record<string, string> = { ...spawnEnv(file), SPAWN_PEERS_FILE: peerFilePath, ...stageEnv };
+export function envFileText(file: PeerFile, peerFilePath: string, stageEnv: Record<string, string> = {}, extra: Record<string, string> = {}): string {
+  const env: Record<string, string> = { ...spawnEnv(file), SPAWN_PEERS_FILE: peerFilePath, ...extra, ...stageEnv };
   return Object.entries(env)
     .filter(([k]) => /^[A-Za-z_][A-Za-z0-9_]*$/.test(k))
     .map(([k, v]) => `${k}=${shellQuote(String(v))}\n`)
@@ -116,6 +117,12 @@ export interface WriterOptions {
   envFile?: string;
   timeoutMs: number;
   pollMs: number;
+  /**
+   * The stage's secrets path (`ssm:/spawn-red/<pipeline>/<launch>/<stage>`): the env file gets
+   * SPAWN_SECRETS with this instance's index appended, and AWS_REGION, for `spawn-red run`.
+   */
+  secrets?: string;
+  region?: string;
 }
 
 export interface WriterDeps {
@@ -154,7 +161,8 @@ export async function writePeerFiles(o: WriterOptions, deps: WriterDeps): Promis
       const file = buildPeerFile(o.pipeline, peers, { stageId: self.stage_id, index: self.index });
       writeAtomic(o.out, `${JSON.stringify(file, null, 2)}\n`);
       if (o.hostfile) writeAtomic(o.hostfile, hostfile(file));
-      if (o.envFile) writeAtomic(o.envFile, envFileText(file, o.out, o.pipeline.stages.find((s) => s.stage_id === self.stage_id)?.env));
+      const extra: Record<string, string> = o.secrets ? { SPAWN_SECRETS: `${o.secrets}/${self.index}`, ...(o.region ? { AWS_REGION: o.region } : {}) } : {};
+      if (o.envFile) writeAtomic(o.envFile, envFileText(file, o.out, o.pipeline.stages.find((s) => s.stage_id === self.stage_id)?.env, extra));
       deps.log(`wrote ${o.out}: ${self.stage_id} instance ${self.index}, ${Object.values(file.all_stages).flat().length} instances in ${Object.keys(file.all_stages).length} stages`);
       return file;
     }
@@ -229,6 +237,8 @@ export async function main(argv: string[]): Promise<number> {
         envFile: args['env-out'],
         timeoutMs: Number(args.timeout ?? 1800) * 1000,
         pollMs: Number(args.poll ?? 5) * 1000,
+        secrets: args.secrets,
+        region: args.region,
       },
       {
         describe,

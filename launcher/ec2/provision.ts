@@ -20,6 +20,8 @@ import {
 } from './plan';
 import { Ec2InstanceState, Ec2State, writeEc2State } from './state';
 import { defaultPackageSpec, renderUserData, secretProblems, sizeProblem } from './user-data';
+import { pipelineDir } from '../local/state';
+import { caDirOf, InstanceSecrets, launchSecretsPath, pipelineSecretsPath, quicInstanceSecrets, secretPathProblems, SecretStore, stageSecretsPath } from './secrets';
 
 /**
  * The ec2 provider's steps. Launch: subnet and zone, instance types and AMIs, the pipeline's
@@ -79,6 +81,11 @@ export interface LaunchContext {
   abortSignal?: AbortSignal;
   /** Called with each stage's user data (the dry run's --show-user-data). */
   onUserData?: (stageId: string, script: string) => void;
+  /**
+   * Ship each instance a QUIC certificate through SSM Parameter Store (secrets.ts): set when the
+   * flow uses QUIC. The user data then carries the parameters' path, never their values.
+   */
+  secrets?: SecretStore;
 }
 
 /** A launch that failed and was rolled back (or could not be completely). */
@@ -226,16 +233,23 @@ function checkAborted(signal: AbortSignal | undefined): void {
 }
 
 /** Everything that can be checked before the first call: options, secrets, each stage's user data and its size. */
-export function prepareLaunch(ctx: Pick<LaunchContext, 'input' | 'options' | 'region'>): { plans: StagePlan[]; userData: Map<string, string>; launchToken: string; packageSpec: string } {
+export function prepareLaunch(ctx: Pick<LaunchContext, 'input' | 'options' | 'region' | 'secrets'>): { plans: StagePlan[]; userData: Map<string, string>; launchToken: string; packageSpec: string } {
   const { pipeline, flow } = ctx.input;
   const packageSpec = ctx.options.packageSpec ?? defaultPackageSpec();
   const problems = [...optionProblems(pipeline, ctx.options), ...secretProblems(pipeline, flow, packageSpec)];
   const plans = stagePlans(pipeline);
   const launchToken = newLaunchToken(pipeline.pipeline_id);
+  if (ctx.secrets) {
+    problems.push(...secretPathProblems(pipeline.pipeline_id));
+    if (!ctx.options.instanceProfile) {
+      problems.push('the flow uses QUIC: each instance reads its certificate from SSM Parameter Store with its instance profile: pass --instance-profile NAME (README, "QUIC on EC2", shows the policy)');
+    }
+  }
   const userData = new Map<string, string>();
   for (const p of plans) {
     try {
-      const script = renderUserData({ pipeline, stage: p.stage, stageIndex: p.index, region: ctx.region, launchToken, packageSpec, flow, efa: p.efa });
+      const secretsPath = ctx.secrets ? stageSecretsPath(pipeline.pipeline_id, launchToken, p.stage.stage_id) : undefined;
+      const script = renderUserData({ pipeline, stage: p.stage, stageIndex: p.index, region: ctx.region, launchToken, packageSpec, flow, efa: p.efa, secretsPath });
       userData.set(p.stage.stage_id, script);
       const big = sizeProblem(p.stage.stage_id, script, flow);
       if (big) problems.push(big);
@@ -308,6 +322,8 @@ export async function provision(ctx: LaunchContext): Promise<Ec2State> {
       state.stages.find((s) => s.stage_id === p.stage.stage_id)!.ami = ami;
     }
     checkAborted(ctx.abortSignal);
+
+    if (ctx.secrets) await shipSecrets(ctx, state, plans);
 
     const groupId = await createSecurityGroup(ctx, state, network);
     state.security_group_id = groupId;
@@ -384,7 +400,7 @@ export async function provision(ctx: LaunchContext): Promise<Ec2State> {
     let result: TeardownResult | undefined;
     let rollbackError: Ec2Error | undefined;
     try {
-      result = await teardown(api, id, state, out, ctx.env, state.launch_token);
+      result = await teardown(api, id, state, out, ctx.env, state.launch_token, ctx.secrets);
     } catch (re) {
       rollbackError = re instanceof Ec2Error ? re : new Ec2Error('rollback', 'Error', String((re as Error)?.message ?? re), `run spawn-red down ${id}`);
     }
@@ -394,6 +410,31 @@ export async function provision(ctx: LaunchContext): Promise<Ec2State> {
     save(ctx, state);
     throw new LaunchFailed(cause, result, rollbackError);
   }
+}
+
+/**
+ * The pipeline's CA (kept here) and a certificate per instance slot, written to SSM Parameter
+ * Store before any instance starts. ec2.json gets the path first, so a rollback after a partial
+ * write deletes what was written; it never holds a value.
+ */
+async function shipSecrets(ctx: LaunchContext, state: Ec2State, plans: StagePlan[]): Promise<void> {
+  const id = state.pipeline_id;
+  const slots = plans.map((p) => ({ stageId: p.stage.stage_id, count: p.stage.instance_count }));
+  const caDir = caDirOf(pipelineDir(id, ctx.env));
+  // A dry run makes no CA and no key: it shows the calls with the values left out.
+  const secrets: InstanceSecrets[] = ctx.api.dryRun
+    ? slots.flatMap((s) => Array.from({ length: s.count }, (_, index) => ({ stageId: s.stageId, index, files: { 'quic/ca.pem': '', 'quic/cert.pem': '', 'quic/key.pem': '' } })))
+    : quicInstanceSecrets(caDir, id, slots);
+  state.secrets_path = launchSecretsPath(id, state.launch_token);
+  save(ctx, state);
+  try {
+    await ctx.secrets!.put(id, state.launch_token, secrets);
+  } finally {
+    // What was written, also when a write failed half-way: the rollback deletes these.
+    state.secret_parameters = [...ctx.secrets!.written];
+    save(ctx, state);
+  }
+  ctx.out.info(`  QUIC certificates: ${secrets.length} instance${secrets.length === 1 ? '' : 's'}, SecureString parameters under ${state.secrets_path}/ (the CA key stays in ${caDir})`);
 }
 
 /** Instances as last described, merged with what the launch knew (stage and index). */
@@ -435,6 +476,8 @@ export interface TeardownResult {
   terminated: string[];
   placementGroups: string[];
   securityGroups: string[];
+  /** SSM parameters deleted (the instances' secrets). */
+  parameters?: string[];
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -445,7 +488,15 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
  * security group. Idempotent: what is gone already is skipped. `onlyLaunch` (a rollback) keeps to
  * the resources of one launch; `down` takes every launch's.
  */
-export async function teardown(api: Ec2Api, pipelineId: string, state: Ec2State | undefined, out: Output, env?: NodeJS.ProcessEnv, onlyLaunch?: string): Promise<TeardownResult> {
+export async function teardown(
+  api: Ec2Api,
+  pipelineId: string,
+  state: Ec2State | undefined,
+  out: Output,
+  env?: NodeJS.ProcessEnv,
+  onlyLaunch?: string,
+  secrets?: SecretStore,
+): Promise<TeardownResult> {
   const result: TeardownResult = { terminated: [], placementGroups: [], securityGroups: [] };
   if (state && !api.dryRun) {
     state.status = state.status === 'failed' ? 'failed' : 'stopping';
@@ -484,6 +535,17 @@ export async function teardown(api: Ec2Api, pipelineId: string, state: Ec2State 
   } catch (e) {
     failure ??= e;
   }
+  if (secrets) {
+    const prefix = onlyLaunch ? launchSecretsPath(pipelineId, onlyLaunch) : pipelineSecretsPath(pipelineId);
+    try {
+      result.parameters = await secrets.deleteUnder(prefix, state?.secret_parameters);
+      if (result.parameters.length) out.info(`  deleted ${result.parameters.length} SSM parameter${result.parameters.length === 1 ? '' : 's'} under ${prefix}/`);
+    } catch (e) {
+      // Without ec2.json, or with nothing written, credentials without SSM access only get a note.
+      if (!state?.secret_parameters?.length && e instanceof Ec2Error && /AccessDenied/.test(e.code)) out.info(`  note: could not list the SSM parameters under ${prefix}/ (${e.code}); none is known to be written; any that were need credentials that may delete them`);
+      else failure ??= e;
+    }
+  }
   if (failure) {
     if (state && !api.dryRun) {
       state.reason = `spawn-red down failed: ${(failure as Error).message}`;
@@ -501,6 +563,7 @@ export async function teardown(api: Ec2Api, pipelineId: string, state: Ec2State 
     // Gone now: a second down has nothing to do.
     delete state.security_group_id;
     delete state.placement_group;
+    if (result.parameters) delete state.secret_parameters;
     writeEc2State(state, env);
   }
   return result;

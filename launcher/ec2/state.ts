@@ -55,6 +55,10 @@ export interface Ec2State {
   security_group_id?: string;
   /** The cluster placement group this launch created (named groups given by a stage are not ours). */
   placement_group?: string;
+  /** The SSM Parameter Store path of this launch's instance secrets (secrets.ts); names only, never values. */
+  secrets_path?: string;
+  /** The parameters written under it (gone after down). */
+  secret_parameters?: string[];
   stages: Ec2StageState[];
   /** As last seen (launch, status). */
   instances: Ec2InstanceState[];

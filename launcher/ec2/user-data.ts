@@ -67,6 +67,11 @@ export interface UserDataInput {
   /** The Node-RED flow, when the stages run flow tabs. */
   flow?: unknown[];
   efa: boolean;
+  /**
+   * The SSM Parameter Store path of this stage's secrets (launcher/ec2/secrets.ts), when the launch
+   * ships any: only the path travels here; the peer writer appends the instance's index.
+   */
+  secretsPath?: string;
 }
 
 /** Heredoc delimiters: a stage command containing one on a line of its own is refused. */
@@ -121,6 +126,9 @@ export function serviceUnit(pipelineId: string, stage: SpawnStage): string {
     'KillSignal=SIGTERM',
     'TimeoutStopSec=30',
     ...(timeout ? [`RuntimeMaxSec=${timeout}`] : []),
+    // /run/spawn-red (tmpfs, 0700, removed when the service stops): `spawn-red run` fetches the instance's secrets there.
+    'RuntimeDirectory=spawn-red',
+    'RuntimeDirectoryMode=0700',
     'StandardOutput=journal',
     'StandardError=journal',
     `SyslogIdentifier=${SERVICE}`,
@@ -255,6 +263,7 @@ export function renderUserData(u: UserDataInput): string {
     'log "waiting for the pipeline\'s instances"',
     'node "$PACKAGE_DIR/dist/launcher/ec2/peer-writer.js" --pipeline /etc/spawn/pipeline.json --stage "$STAGE_ID" \\',
     `  --launch "$LAUNCH" --region "$REGION" --timeout ${PEER_WAIT_SECONDS} \\`,
+    ...(u.secretsPath ? [`  --secrets ${q(`ssm:${u.secretsPath}`)} \\`] : []),
     '  --out /etc/spawn/pipeline-peers.json --hostfile /etc/spawn/hostfile --env-out /etc/spawn/pipeline.env',
     '',
     'chown -R spawn-red: "$WORK"',

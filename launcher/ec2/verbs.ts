@@ -13,10 +13,8 @@ import { isEc2Pipeline } from './dispatch';
 import { Ec2State, listEc2States, readEc2State, writeEc2State } from './state';
 import { flowUsesQuic } from '../local/quic-certs';
 
-/** QUIC certificates are not shipped to EC2 instances yet (keys must not travel in user data, which is not secret). */
-const QUIC_ON_EC2 =
-  'Note: the flow uses QUIC (transport quic or auto). The EC2 launcher does not ship QUIC certificates yet: each instance makes its own local CA, ' +
-  'so QUIC peers refuse each other (ETLS). Make a CA and certificates with `spawn-red certs DIR --names ...`, put them on the AMI and set SPAWN_QUIC_DIR in the stage env, or use tcp.';
+import type { SSMClient } from '@aws-sdk/client-ssm';
+import { makeSsmClient, SecretStore } from './secrets';
 
 /**
  * The ec2 provider's verbs, as cli.ts dispatches them: `launch --provider ec2`, and `status`,
@@ -25,12 +23,14 @@ const QUIC_ON_EC2 =
  */
 
 /** Flags `launch --provider ec2` takes (with the local provider's that make sense here). */
-const LAUNCH_FLAGS = ['provider', 'pipeline-id', 'flow', 'on-failure', 'region', 'key-name', 'subnet', 'instance-profile', 'package', 'ssh-cidr', 'ami', 'dry-run', 'show-user-data', 'detached', 'help'];
+const LAUNCH_FLAGS = ['provider', 'pipeline-id', 'flow', 'on-failure', 'region', 'key-name', 'subnet', 'instance-profile', 'package', 'ssh-cidr', 'ami', 'kms-key', 'dry-run', 'show-user-data', 'detached', 'help'];
 const BOOLEAN_FLAGS = ['dry-run', 'show-user-data', 'detached', 'json', 'watch', 'help'];
 
 /** Test hooks: a client (e.g. under aws-sdk-client-mock), faster retries and waiters, where output goes. */
 export interface Ec2VerbDeps {
   client?: EC2Client;
+  /** SSM (the instances' secrets), e.g. under aws-sdk-client-mock or at moto. */
+  ssm?: SSMClient;
   retry?: Partial<RetryPolicy>;
   wait?: Partial<WaitPolicy>;
   out?: Output;
@@ -190,6 +190,10 @@ export async function ec2LaunchCommand(args: ParsedArgs, deps: Ec2VerbDeps = {})
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   const userData: Array<[string, string]> = [];
+  // A flow with QUIC gets a certificate per instance through SSM Parameter Store (secrets.ts).
+  const secrets = flowUsesQuic(input.flow)
+    ? new SecretStore({ client: dryRun ? deps.ssm : (deps.ssm ?? makeSsmClient(region)), dryRun, print, kmsKeyId: flagString(args, 'kms-key'), pipelineId: id })
+    : undefined;
   try {
     if (!dryRun) fs.mkdirSync(pipelineDir(id), { recursive: true });
     const state = await provision({
@@ -200,6 +204,7 @@ export async function ec2LaunchCommand(args: ParsedArgs, deps: Ec2VerbDeps = {})
       out: dryRun ? { info: () => undefined, progress: () => undefined } : out,
       abortSignal: abort.signal,
       onUserData: (stage, script) => userData.push([stage, script]),
+      secrets,
     });
     if (dryRun) {
       print(`\n${api.log.length} calls; user data: ${userData.map(([s, u]) => `${s} ${Buffer.byteLength(u)} bytes`).join(', ')} (limit 16384)`);
@@ -208,7 +213,7 @@ export async function ec2LaunchCommand(args: ParsedArgs, deps: Ec2VerbDeps = {})
     }
     fs.writeFileSync(path.join(pipelineDir(id), 'pipeline.json'), pipelineJson(input.pipeline));
     out.info(statusTable(state));
-    if (flowUsesQuic(input.flow)) out.info(QUIC_ON_EC2);
+    if (state.secrets_path) out.info(`QUIC: each instance reads its certificate from SSM Parameter Store (${state.secrets_path}/<stage>/<index>/) at start; spawn-red down deletes them.`);
     out.info(
       [
         '',
@@ -228,6 +233,7 @@ export async function ec2LaunchCommand(args: ParsedArgs, deps: Ec2VerbDeps = {})
           r.terminated.length ? `terminated ${r.terminated.length} instance${r.terminated.length === 1 ? '' : 's'}` : '',
           r.placementGroups.length ? `deleted placement group ${r.placementGroups.join(', ')}` : '',
           r.securityGroups.length ? `deleted security group ${r.securityGroups.join(', ')}` : '',
+          r.parameters?.length ? `deleted ${r.parameters.length} SSM parameters` : '',
         ].filter(Boolean);
         err(`spawn-red launch: rolled back${parts.length ? `: ${parts.join(', ')}` : ''}; nothing this launch created is left in EC2`);
       }
@@ -373,9 +379,11 @@ export async function ec2DownCommand(args: ParsedArgs, deps: Ec2VerbDeps = {}): 
     const region = await resolveRegion(flagString(args, 'region') ?? state?.region, deps, dryRun);
     const api = apiFor(region, id, deps, dryRun);
     out.info(`spawn-red: removing ${id} from EC2 in ${region}${dryRun ? ' (dry run: the calls, none made)' : ''}`);
-    const r = await teardown(api, id, state, out);
+    // The instances' secrets: when ec2.json says there were some, or when there is no ec2.json to say.
+    const secrets = !state || state.secrets_path ? new SecretStore({ client: dryRun ? deps.ssm : (deps.ssm ?? makeSsmClient(region)), dryRun, print: deps.print, pipelineId: id }) : undefined;
+    const r = await teardown(api, id, state, out, undefined, undefined, secrets);
     if (dryRun) return 0;
-    if (r.terminated.length + r.placementGroups.length + r.securityGroups.length === 0) out.info(`nothing of ${id} is left in EC2 (${region})`);
+    if (r.terminated.length + r.placementGroups.length + r.securityGroups.length + (r.parameters?.length ?? 0) === 0) out.info(`nothing of ${id} is left in EC2 (${region})`);
     else out.info(`removed ${id}: nothing of it is left in EC2; its state stays in ${pipelineDir(id)}`);
     return 0;
   } catch (e) {
