@@ -4,6 +4,7 @@ import { formatEndpoint, parseEndpoint } from './endpoint';
 import { errorText, StreamError } from './errors';
 import { decodeReceived } from './receiver';
 import { Format, SendCallback, Sender } from './sender';
+import { openReliableZmqStream } from './delivery/zmq-links';
 
 /**
  * The six ZeroMQ patterns behind one small interface: a stream that sends (push, pub, router,
@@ -43,7 +44,14 @@ export interface ZmqStreamConfig {
   identity?: string;
   /** Milliseconds without peers, while something waits, before ENOPEER is reported (default 5000). */
   noPeerMs?: number;
+  /**
+   * `exactly-once`: numbered, acknowledged, resent, deduplicated (native/delivery/); the peer must
+   * use it too. Default `at-most-once`: plain ZeroMQ. Not for pub/sub.
+   */
+  delivery?: Delivery;
 }
+
+export type Delivery = 'at-most-once' | 'exactly-once';
 
 export type StreamState = 'connecting' | 'ready' | 'error';
 
@@ -123,6 +131,7 @@ function createSocket(cfg: ZmqStreamConfig): zmq.Socket {
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
 
 export function openZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamHandlers): ZmqStream {
+  if (cfg.delivery === 'exactly-once') return openReliableZmqStream(cfg, handlers);
   const socket = createSocket(cfg);
   const batchBytes = cfg.batchBytes ?? DEFAULT_BATCH_BYTES;
   let closed = false;

@@ -1,7 +1,7 @@
 import type { NodeDef } from 'node-red';
 import { splitList } from '../../native/endpoint';
 import { Format } from '../../native/sender';
-import { Pattern, ZmqStreamConfig } from '../../native/zmq';
+import { Delivery, Pattern, ZmqStreamConfig } from '../../native/zmq';
 
 /**
  * The properties a pattern node stores in the flow, as the editor writes them (numbers may arrive
@@ -34,6 +34,20 @@ export interface PatternNodeDef extends NodeDef {
   topics?: string;
   /** dealer: routing id presented to routers. */
   identity?: string;
+  /** push/pull/router/dealer: `at-most-once` (default) or `exactly-once`. */
+  delivery?: Delivery | '';
+}
+
+/** Patterns with a delivery option: pub/sub is at-most-once by design (see the README). */
+export const HAS_DELIVERY: Record<Pattern, boolean> = { push: true, pull: true, router: true, dealer: true, pub: false, sub: false };
+
+function deliveryOf(pattern: Pattern, def: PatternNodeDef): Delivery {
+  const d = def.delivery || 'at-most-once';
+  if (d !== 'at-most-once' && d !== 'exactly-once') throw new ConfigError(`delivery "${String(d)}" must be "at-most-once" or "exactly-once"`);
+  if (d === 'exactly-once' && !HAS_DELIVERY[pattern]) {
+    throw new ConfigError(`delivery "exactly-once" is not available on ${pattern}: pub/sub delivers at most once (use push/pull or router/dealer)`);
+  }
+  return d;
 }
 
 /** Output-side patterns bind by default: they are the stage's data_output. */
@@ -112,6 +126,7 @@ export function streamConfig(pattern: Pattern, def: PatternNodeDef, fromSource: 
     topics: pattern === 'sub' ? splitList(def.topics) : undefined,
     identity: pattern === 'dealer' && def.identity ? def.identity : undefined,
     noPeerMs: int(def.peerTimeout, DEFAULTS.peerTimeout, 'peer timeout', 1, 3_600_000),
+    delivery: deliveryOf(pattern, def),
   };
 }
 
