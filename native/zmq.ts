@@ -63,7 +63,10 @@ export interface StreamStatus {
 }
 
 export interface ZmqStreamHandlers {
-  message(msg: WireMessage, key: Buffer | undefined): void;
+  /** `done`, in exactly-once mode with `acknowledges`, is to be called once the message was handled. */
+  message(msg: WireMessage, key: Buffer | undefined, done?: () => void): void;
+  /** Exactly-once: acknowledge a message when `done` is called, not when it is handed over. */
+  acknowledges?: boolean;
   status(status: StreamStatus): void;
   problem(err: StreamError): void;
   backpressure?(on: boolean, queued: number): void;

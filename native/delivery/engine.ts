@@ -14,8 +14,8 @@ import { decodeHeader, DeliveryError, encodeHeader, Header, Kind, randomId } fro
  *
  * Receiving: per sender session the next expected sequence number. Duplicates (resends of what was
  * delivered) are dropped, a gap asks for a resend, and acknowledgements are cumulative and batched:
- * one per link per event-loop turn, sent after the nodes wired to the receiving node have taken
- * the messages (two setImmediate hops: Node-RED delivers each message in a setImmediate).
+ * at most one per link every ACK_EVERY_MS during a burst, and one when it ends. With `ackOnDone` a
+ * message counts once the application is done with it, else once it was handed over.
  *
  * Failures: each side beats every `beatMs` with its epoch (random per process start). A new epoch
  * on a link means the peer restarted: everything not acknowledged is sent again, and the new
@@ -27,8 +27,12 @@ import { decodeHeader, DeliveryError, encodeHeader, Header, Kind, randomId } fro
 export interface LinkIo {
   /** Send a frame set on a link; the transport adds its addressing. Rejects when the link is unreachable. */
   send(link: string, frames: Buffer[], control: boolean): Promise<void>;
-  /** A delivered frame set (delivery header removed); its first `skip` messages were delivered before. */
-  deliver(link: Link, frames: Buffer[], skip: number): void;
+  /**
+   * A delivered frame set (delivery header removed); its first `skip` messages were delivered before.
+   * With `ackOnDone`, `done(i)` must be called once for each message i ≥ skip when its handling is
+   * complete (or it was refused or undecodable): acknowledgements wait for it.
+   */
+  deliver(link: Link, frames: Buffer[], skip: number, count: number, done: ((i: number) => void) | undefined): void;
   problem(err: StreamError): void;
   /** The number of live links changed. */
   peers(n: number): void;
@@ -46,17 +50,31 @@ export interface DeliveryOptions {
   addressed: boolean;
   /** Messages in a frame set as the Sender made it (after the address frame, if any). */
   count(frames: Buffer[]): number;
+  /**
+   * Acknowledge a message only once the receiving application says it is done with it (Node-RED:
+   * the nodes it was sent to called done()); otherwise as soon as it was handed over. With it, a
+   * receiver killed mid-stream has acknowledged nothing it had not finished, so its successor gets
+   * exactly what it did not finish.
+   */
+  ackOnDone?: boolean;
 }
 
 interface Outgoing {
   seq: number;
   count: number;
+  /** Messages at its start already acknowledged (cumulative acknowledgements may end inside a frame set). */
+  acked: number;
   bytes: number;
   frames: Buffer[];
 }
 
 interface SessionState {
+  /** Next sequence number to deliver. */
   expect: number;
+  /** Everything below is done (acknowledged, or to be). */
+  done: number;
+  /** Done out of order, above `done`. */
+  completed: Set<number>;
   gapFrom: number;
   gapAt: number;
 }
@@ -85,11 +103,13 @@ export class Link {
   ) {}
 
   get base(): number {
-    return this.unacked.length > 0 ? this.unacked[0].seq : this.next;
+    return this.unacked.length > 0 ? this.unacked[0].seq + this.unacked[0].acked : this.next;
   }
 }
 
 const MAX_SESSIONS = 4096;
+/** Within a burst of deliveries, acknowledgements go out at least this often. */
+const ACK_EVERY_MS = 2;
 
 export class DeliveryEngine {
   readonly epoch = randomId();
@@ -104,6 +124,7 @@ export class DeliveryEngine {
   private livePeers = 0;
   private closed = false;
   private ackScheduled = false;
+  private lastAckAt = 0;
   private readonly timer: NodeJS.Timeout;
   redelivered = 0;
   duplicates = 0;
@@ -190,7 +211,7 @@ export class DeliveryEngine {
       if (link && link.up && this.hasRoom(bytes)) break;
       await new Promise<void>((r) => this.waiters.push(r));
     }
-    const entry: Outgoing = { seq: link.next, count, bytes, frames: body };
+    const entry: Outgoing = { seq: link.next, count, acked: 0, bytes, frames: body };
     link.next += count;
     link.unacked.push(entry);
     this.framesInFlight++;
@@ -213,7 +234,7 @@ export class DeliveryEngine {
   }
 
   private sendData(link: Link, e: Outgoing): Promise<void> {
-    const head = encodeHeader(Kind.Data, link.session, e.seq, link.base, e.count);
+    const head = encodeHeader(Kind.Data, link.session, e.seq, link.base, e.count, e.acked);
     // Taken by the window now: a send the transport refuses is resent when the link returns or fails over.
     return this.io.send(link.key, [head, ...e.frames], false).catch(() => undefined);
   }
@@ -242,6 +263,8 @@ export class DeliveryEngine {
       this.framesInFlight -= freed;
       this.wake();
     }
+    const first = link.unacked[0];
+    if (first && h.seq > first.seq + first.acked) first.acked = h.seq - first.seq;
     if (h.kind === Kind.Resend) this.resend(link, h.seq);
   }
 
@@ -266,7 +289,7 @@ export class DeliveryEngine {
   // ---- receiving ----
 
   private session(sid: string, base: number): SessionState {
-    const st = { expect: base, gapFrom: -1, gapAt: 0 };
+    const st: SessionState = { expect: base, done: base, completed: new Set(), gapFrom: -1, gapAt: 0 };
     this.sessions.set(sid, st);
     if (this.sessions.size > MAX_SESSIONS) this.sessions.delete(this.sessions.keys().next().value as string);
     return st;
@@ -277,6 +300,16 @@ export class DeliveryEngine {
     const st = this.sessions.get(sid) ?? this.session(sid, h.base);
     // Below base the sender holds nothing: acknowledged, or given to another instance.
     if (h.base > st.expect) st.expect = h.base;
+    if (h.base > st.done) {
+      st.done = h.base;
+      for (const q of st.completed) if (q < h.base) st.completed.delete(q);
+    }
+    // The first `skip` were acknowledged by another instance before a fail-over: done, not delivered here.
+    if (h.skip > 0 && h.seq <= st.expect && st.expect < h.seq + h.skip) {
+      const from = st.expect;
+      st.expect = h.seq + h.skip;
+      for (let q = Math.max(from, st.done); q < st.expect; q++) this.complete(link, Buffer.from(h.id), st, q);
+    }
     const end = h.seq + h.count;
     if (end <= st.expect) {
       this.duplicates += h.count;
@@ -289,8 +322,15 @@ export class DeliveryEngine {
     }
     const skip = st.expect - h.seq;
     st.expect = end;
-    this.io.deliver(link, frames.slice(1), skip);
-    this.queueAck(link, h.id, st);
+    if (this.opts.ackOnDone) {
+      const id = Buffer.from(h.id);
+      const first = h.seq;
+      this.io.deliver(link, frames.slice(1), skip, h.count, (i) => this.complete(link, id, st, first + i));
+    } else {
+      st.done = end;
+      this.io.deliver(link, frames.slice(1), skip, h.count, undefined);
+      this.queueAck(link, h.id, st);
+    }
   }
 
   private requestResend(link: Link, id: Buffer, st: SessionState): void {
@@ -301,20 +341,40 @@ export class DeliveryEngine {
     void this.io.send(link.key, [encodeHeader(Kind.Resend, id, st.expect, 0, 0)], true).catch(() => undefined);
   }
 
+  private complete(link: Link, id: Buffer, st: SessionState, seq: number): void {
+    if (seq < st.done) return;
+    if (seq !== st.done) {
+      st.completed.add(seq);
+      return;
+    }
+    st.done++;
+    while (st.completed.delete(st.done)) st.done++;
+    this.queueAck(link, id, st);
+  }
+
   private queueAck(link: Link, id: Buffer, st: SessionState): void {
     link.ackDue.set(id.toString('latin1'), { id: Buffer.from(id), st });
+    // A burst of deliveries runs as one long chain of setImmediate callbacks (Node-RED delivers each
+    // message in its own): an acknowledgement scheduled behind it would wait for the whole burst, and
+    // the sender's window with it. So within a burst, acknowledge every ACK_EVERY_MS inline; after
+    // it, one setImmediate later.
+    const now = Date.now();
+    if (now - this.lastAckAt >= ACK_EVERY_MS) {
+      this.flushAcks();
+      return;
+    }
     if (this.ackScheduled) return;
     this.ackScheduled = true;
-    // Two hops: Node-RED delivers what we just handed it in setImmediate callbacks queued before ours.
-    setImmediate(() => setImmediate(() => this.flushAcks()));
+    setImmediate(() => this.flushAcks());
   }
 
   private flushAcks(): void {
     this.ackScheduled = false;
+    this.lastAckAt = Date.now();
     for (const link of this.links.values()) {
       if (link.ackDue.size === 0) continue;
       for (const { id, st } of link.ackDue.values()) {
-        void this.io.send(link.key, [encodeHeader(Kind.Ack, id, st.expect, 0, 0)], true).catch(() => undefined);
+        void this.io.send(link.key, [encodeHeader(Kind.Ack, id, st.done, 0, 0)], true).catch(() => undefined);
       }
       link.ackDue.clear();
     }
@@ -365,10 +425,10 @@ export class DeliveryEngine {
     link.unacked = [];
     for (const e of moving) {
       const to = this.pick()!;
-      const moved: Outgoing = { seq: to.next, count: e.count, bytes: e.bytes, frames: e.frames };
+      const moved: Outgoing = { seq: to.next, count: e.count, acked: e.acked, bytes: e.bytes, frames: e.frames };
       to.next += e.count;
       to.unacked.push(moved);
-      this.redelivered += e.count;
+      this.redelivered += e.count - e.acked;
       void this.sendData(to, moved);
     }
   }

@@ -2,11 +2,12 @@
  * The delivery header of exactly-once mode: one small frame put before every frame set on a link,
  * and the control messages (acknowledgements, heartbeats) that travel back on the same link.
  *
- *   'S' 'D' version(1) kind(1) id(8) seq(u64 LE) base(u64 LE) count(u32 LE)   = 32 bytes
+ *   'S' 'D' version(1) kind(1) id(8) seq(u64 LE) base(u64 LE) count(u32 LE) skip(u32 LE) = 36 bytes
  *
  * DATA   id = the link's session (random per sender link), seq = first message's sequence number,
  *        base = oldest sequence number the sender still holds (everything below was acknowledged or
- *        given up), count = messages in the frame set that follows.
+ *        given up), count = messages in the frame set that follows, skip = how many of them at its
+ *        start were already acknowledged (by the instance that had them before a fail-over).
  * ACK    id = session, seq = next sequence number expected (cumulative: all below were delivered).
  * RESEND as ACK, and asks for everything from seq onward again (the receiver saw a gap).
  * BEAT   id = the sending stream's epoch (random per process start: a new epoch means the peer
@@ -20,7 +21,7 @@
 export const DELIVERY_MAGIC0 = 0x53; // 'S'
 export const DELIVERY_MAGIC1 = 0x44; // 'D'
 export const DELIVERY_VERSION = 1;
-export const HEADER_BYTES = 32;
+export const HEADER_BYTES = 36;
 
 export enum Kind {
   Data = 1,
@@ -35,6 +36,7 @@ export interface Header {
   seq: number;
   base: number;
   count: number;
+  skip: number;
 }
 
 export class DeliveryError extends Error {
@@ -50,7 +52,7 @@ function readU64(b: Buffer, at: number): number {
   return b.readUInt32LE(at) + b.readUInt32LE(at + 4) * 0x1_0000_0000;
 }
 
-export function encodeHeader(kind: Kind, id: Buffer, seq: number, base: number, count: number): Buffer {
+export function encodeHeader(kind: Kind, id: Buffer, seq: number, base: number, count: number, skip = 0): Buffer {
   const b = Buffer.allocUnsafe(HEADER_BYTES);
   b[0] = DELIVERY_MAGIC0;
   b[1] = DELIVERY_MAGIC1;
@@ -60,6 +62,7 @@ export function encodeHeader(kind: Kind, id: Buffer, seq: number, base: number, 
   writeU64(b, 12, seq);
   writeU64(b, 20, base);
   b.writeUInt32LE(count, 28);
+  b.writeUInt32LE(skip, 32);
   return b;
 }
 
@@ -77,8 +80,9 @@ export function decodeHeader(frame: Buffer | undefined): Header {
   const seq = readU64(frame, 12);
   const base = readU64(frame, 20);
   const count = frame.readUInt32LE(28);
-  if (kind === Kind.Data && (count === 0 || base > seq)) throw new DeliveryError(`data header with ${count} messages, base ${base} above seq ${seq}`);
-  return { kind, id: frame.subarray(4, 12), seq, base, count };
+  const skip = frame.readUInt32LE(32);
+  if (kind === Kind.Data && (count === 0 || skip >= count)) throw new DeliveryError(`data header with ${count} messages, ${skip} of them to skip`);
+  return { kind, id: frame.subarray(4, 12), seq, base, count, skip };
 }
 
 /** A random 8-byte id: a stream's epoch or a link's session. */

@@ -91,6 +91,7 @@ export function openReliableZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamH
       beatMs: BEAT_MS,
       deadMs: cfg.noPeerMs ?? 5000,
       addressed: pattern === 'router',
+      ackOnDone: handlers.acknowledges === true,
       count: (frames) => (format === 'raw' ? 1 : frames[0].readUInt32LE(4)),
     },
     {
@@ -99,12 +100,13 @@ export function openReliableZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamH
         const d = dealers.get(key);
         return d ? d.writer.send(frames, control) : Promise.reject(new Error(`no link ${key}`));
       },
-      deliver(link: Link, frames, skip) {
+      deliver(link: Link, frames, skip, count, done) {
         let got;
         try {
           got = decodeReceived(frames, { format, envelope: 0, optionalEnvelope: false, maxMessageSize: cfg.maxMessageSize });
         } catch (e) {
           handlers.problem(new StreamError('EBADFRAME', `dropped a malformed message from a peer of ${where}: ${errorText(e)}`));
+          if (done) for (let i = skip; i < count; i++) done(i);
           return;
         }
         receivedBytes += got.bytes;
@@ -112,7 +114,10 @@ export function openReliableZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamH
         for (let i = skip; i < got.messages.length; i++) {
           const m = got.messages[i];
           receivedMessages++;
-          if (m.refused) handlers.problem(new StreamError('EMSGSIZE', `refused a message from a peer of ${where}: ${m.refused}`));
+          if (m.refused) {
+            handlers.problem(new StreamError('EMSGSIZE', `refused a message from a peer of ${where}: ${m.refused}`));
+            done?.(i);
+          } else if (done) handlers.message(m, key, () => done(i));
           else handlers.message(m, key);
         }
       },

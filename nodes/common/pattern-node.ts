@@ -8,6 +8,7 @@ import { Rates, readyText, watchRates } from './live-status';
 import { sourceEndpoints } from './source';
 import { registerStats } from './stats';
 import { ProblemReporter } from './problems';
+import { trackCompletion } from './completion';
 
 /**
  * One implementation for the six ZeroMQ pattern nodes: a thin adapter between Node-RED messages
@@ -66,6 +67,7 @@ export function registerPatternNode(RED: NodeAPI, pattern: Pattern): void {
     let linger: number;
     let unregisterStats = () => undefined as void;
     let stopRates = () => undefined as void;
+    let stopCompletion = () => undefined as void;
     let rates: Rates | undefined;
     // The status last shown: a steady rate makes the same text, which is not sent again.
     let shown = '';
@@ -76,8 +78,15 @@ export function registerPatternNode(RED: NodeAPI, pattern: Pattern): void {
         fromSource = src.endpoints;
         node.log(`source stage "${def.sourceStage}": ${src.endpoints.join(', ')} (from ${src.from})`);
       }
+      const completion = trackCompletion(RED, node, (def as { wires?: unknown }).wires);
+      stopCompletion = () => completion.stop();
       stream = openZmqStream(streamConfig(pattern, def, fromSource), {
-        message: (m, key) => node.send(toNodeMessage(m, key)),
+        acknowledges: true, // exactly-once: when the wired nodes are done (./completion.ts)
+        message: (m, key, done) => {
+          const msg = toNodeMessage(m, key);
+          if (done) completion.track(msg._msgid as string, done);
+          node.send(msg);
+        },
         status: (s) => showStatus(s),
         problem: (e) => problems.report(e),
         backpressure: (on, queued) => {
@@ -153,6 +162,7 @@ export function registerPatternNode(RED: NodeAPI, pattern: Pattern): void {
         .catch((e) => node.error(`close: ${String(e)}`))
         .finally(() => {
           stopRates();
+          stopCompletion();
           unregisterStats();
           problems.stop();
           node.status({});
