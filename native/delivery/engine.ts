@@ -57,6 +57,12 @@ export interface DeliveryOptions {
    * exactly what it did not finish.
    */
   ackOnDone?: boolean;
+  /**
+   * With ackOnDone: messages delivered and not yet done above which canReceive() is false, so the
+   * transport stops reading (a middle stage's pull then cannot outrun its push: upstream windows
+   * fill and backpressure reaches the source instead of the push's queue limit refusing messages).
+   */
+  maxUndone?: { messages: number; bytes: number };
 }
 
 interface Outgoing {
@@ -124,6 +130,9 @@ export class DeliveryEngine {
   private livePeers = 0;
   private closed = false;
   private ackScheduled = false;
+  private undone = 0;
+  private undoneBytes = 0;
+  private receiveWaiters: Array<() => void> = [];
   private lastAckAt = 0;
   private readonly timer: NodeJS.Timeout;
   redelivered = 0;
@@ -177,10 +186,17 @@ export class DeliveryEngine {
       this.byId.set(id.toString('latin1'), link);
     }
     link.lastHeard = Date.now();
-    if (!link.up) {
+    // Only a peer that beats is sent data: a socket that merely got through the ZeroMQ handshake and
+    // sent something (garbage, or a stray frame) must not take a share of the stream.
+    if (!link.up && h.kind === Kind.Beat) {
       link.up = true;
       this.countPeers();
       this.wake();
+      // Back in time: whatever it holds goes again, on this link, from where the peer stands.
+      if (link.unacked.length > 0) {
+        link.resentFrom = -1;
+        this.resend(link, link.base);
+      }
     }
     switch (h.kind) {
       case Kind.Data:
@@ -253,8 +269,10 @@ export class DeliveryEngine {
 
   private onAck(link: Link, h: Header): void {
     if (!h.id.equals(link.session)) return; // an older session of this link: nothing of it is held
+    // An ACK acknowledges below seq; a RESEND below base, and asks again for everything from seq.
+    const upto = h.kind === Kind.Resend ? h.base : h.seq;
     let freed = 0;
-    while (link.unacked.length > freed && link.unacked[freed].seq + link.unacked[freed].count <= h.seq) {
+    while (link.unacked.length > freed && link.unacked[freed].seq + link.unacked[freed].count <= upto) {
       this.bytesInFlight -= link.unacked[freed].bytes;
       freed++;
     }
@@ -264,7 +282,7 @@ export class DeliveryEngine {
       this.wake();
     }
     const first = link.unacked[0];
-    if (first && h.seq > first.seq + first.acked) first.acked = h.seq - first.seq;
+    if (first && upto > first.seq + first.acked) first.acked = upto - first.seq;
     if (h.kind === Kind.Resend) this.resend(link, h.seq);
   }
 
@@ -325,7 +343,21 @@ export class DeliveryEngine {
     if (this.opts.ackOnDone) {
       const id = Buffer.from(h.id);
       const first = h.seq;
-      this.io.deliver(link, frames.slice(1), skip, h.count, (i) => this.complete(link, id, st, first + i));
+      let bytes = 0;
+      for (let i = 1; i < frames.length; i++) bytes += frames[i].length;
+      const each = bytes / h.count;
+      this.undone += h.count - skip;
+      this.undoneBytes += each * (h.count - skip);
+      this.io.deliver(link, frames.slice(1), skip, h.count, (i) => {
+        this.undone--;
+        this.undoneBytes -= each;
+        if (this.receiveWaiters.length > 0 && this.canReceive()) {
+          const w = this.receiveWaiters;
+          this.receiveWaiters = [];
+          for (const r of w) r();
+        }
+        this.complete(link, id, st, first + i);
+      });
     } else {
       st.done = end;
       this.io.deliver(link, frames.slice(1), skip, h.count, undefined);
@@ -338,7 +370,7 @@ export class DeliveryEngine {
     if (st.gapFrom === st.expect && now - st.gapAt < 2 * this.opts.beatMs) return;
     st.gapFrom = st.expect;
     st.gapAt = now;
-    void this.io.send(link.key, [encodeHeader(Kind.Resend, id, st.expect, 0, 0)], true).catch(() => undefined);
+    void this.io.send(link.key, [encodeHeader(Kind.Resend, id, st.expect, st.done, 0)], true).catch(() => undefined);
   }
 
   private complete(link: Link, id: Buffer, st: SessionState, seq: number): void {
@@ -380,6 +412,16 @@ export class DeliveryEngine {
     }
   }
 
+  /** False while too many delivered messages are not done yet (see DeliveryOptions.maxUndone). */
+  canReceive(): boolean {
+    const max = this.opts.maxUndone;
+    return !max || this.closed || (this.undone < max.messages && this.undoneBytes < max.bytes);
+  }
+
+  whenCanReceive(): Promise<void> {
+    return this.canReceive() ? Promise.resolve() : new Promise((r) => this.receiveWaiters.push(r));
+  }
+
   // ---- liveness ----
 
   private beat(link: Link): void {
@@ -395,6 +437,12 @@ export class DeliveryEngine {
       if (link.up && now - link.lastHeard > this.opts.deadMs) {
         link.up = false;
         this.countPeers();
+        const n = link.unacked.reduce((sum, e) => sum + e.count - e.acked, 0);
+        if (n > 0) {
+          this.io.problem(
+            new StreamError('EPEERLOST', `peer ${describe(link.id)} silent for ${now - link.lastHeard} ms with ${n} messages unacknowledged; they go to another instance when there is one`),
+          );
+        }
         this.failOver(link);
       } else if (!link.up && link.unacked.length > 0) {
         this.failOver(link);
@@ -421,7 +469,7 @@ export class DeliveryEngine {
       return;
     }
     const moving = link.unacked;
-    if (!this.pick()) return; // nowhere to go yet; the next tick tries again
+    if (!this.pick()) return; // nowhere to go yet; the next tick tries again (pick() takes live links only, never this one)
     link.unacked = [];
     for (const e of moving) {
       const to = this.pick()!;
@@ -475,6 +523,7 @@ export class DeliveryEngine {
     this.closed = true;
     clearInterval(this.timer);
     this.wake();
+    for (const r of this.receiveWaiters.splice(0)) r();
     return left;
   }
 }

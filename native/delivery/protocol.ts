@@ -9,7 +9,8 @@
  *        given up), count = messages in the frame set that follows, skip = how many of them at its
  *        start were already acknowledged (by the instance that had them before a fail-over).
  * ACK    id = session, seq = next sequence number expected (cumulative: all below were delivered).
- * RESEND as ACK, and asks for everything from seq onward again (the receiver saw a gap).
+ * RESEND id = session, base = as an ACK's seq (done below it), seq = where to resend from (the
+ *        receiver saw a gap there).
  * BEAT   id = the sending stream's epoch (random per process start: a new epoch means the peer
  *        restarted). When the beating side sends data on this link, a second 8-byte frame names
  *        that link's session, and seq/base are its next and base sequence numbers, so a receiver

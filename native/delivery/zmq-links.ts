@@ -22,7 +22,8 @@ import { DeliveryEngine, Link } from './engine';
 
 const DEFAULT_BATCH_BYTES = 64 * 1024;
 const DETACH_BYTES = 16 * 1024;
-const WINDOW_BYTES = 64 * 1024 * 1024;
+/** Bytes in flight per stream: 256 messages of 64 KiB, ample for a LAN; also what a stage holds for a dead peer. */
+const WINDOW_BYTES = 16 * 1024 * 1024;
 const BEAT_MS = 200;
 const YIELD_EVERY = 512;
 /** libzmq's own queue is not the bound (the window is), but is kept finite. */
@@ -92,6 +93,8 @@ export function openReliableZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamH
       deadMs: cfg.noPeerMs ?? 5000,
       addressed: pattern === 'router',
       ackOnDone: handlers.acknowledges === true,
+      // Only a pure receiver stops reading: router and dealer read acknowledgements on the same socket.
+      maxUndone: pattern === 'pull' ? { messages: Math.min(cfg.queueLimit / 4, 16_384), bytes: 16 * 1024 * 1024 } : undefined,
       count: (frames) => (format === 'raw' ? 1 : frames[0].readUInt32LE(4)),
     },
     {
@@ -153,6 +156,7 @@ export function openReliableZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamH
     let sinceYield = 0;
     while (!closed) {
       let frames: Buffer[];
+      if (!engine.canReceive()) await engine.whenCanReceive();
       try {
         frames = await socket.receive();
       } catch (e) {

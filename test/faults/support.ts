@@ -41,11 +41,16 @@ export function sampler(pid: number, everyMs: number): { samples: Sample[]; stop
   };
 }
 
-/** Growth after warm-up: the largest value in the last part minus the largest in the warm-up part. */
-export function growth(samples: Sample[], key: 'rss' | 'fds', warmupShare = 0.25): { warm: number; peak: number; growth: number } {
-  const cut = Math.max(1, Math.floor(samples.length * warmupShare));
-  const warm = Math.max(...samples.slice(0, cut).map((s) => s[key]));
-  const peak = Math.max(...samples.slice(cut).map((s) => s[key]));
+/**
+ * Growth after warm-up: the peak of the last third of the run minus the peak between the warm-up
+ * (the first quarter) and that last third. Peaks, not single samples: the heap grows and shrinks
+ * between collections by more than any bound worth stating, but a leak raises the peaks run after run.
+ */
+export function growth(samples: Sample[], key: 'rss' | 'fds'): { warm: number; peak: number; growth: number } {
+  const a = Math.max(1, Math.floor(samples.length / 4));
+  const b = Math.max(a + 1, Math.floor((samples.length * 2) / 3));
+  const warm = Math.max(...samples.slice(a, b).map((s) => s[key]));
+  const peak = Math.max(...samples.slice(b).map((s) => s[key]));
   return { warm, peak, growth: peak - warm };
 }
 
