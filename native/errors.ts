@@ -14,6 +14,7 @@ export type StreamErrorCode =
   | 'EHOSTUNREACH' // a router reply names an identity that is not connected
   | 'EENCODE' // a payload cannot be encoded (e.g. circular object)
   | 'ECLOSED' // the node closed before the message could be sent
+  | 'EAUTH' // CurveZMQ: a peer's key is not the pipeline's
   | 'EPEERLOST' // exactly-once: a peer went silent with messages unacknowledged (they are resent)
   | 'ESEND'; // any other send failure
 

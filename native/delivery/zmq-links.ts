@@ -5,6 +5,8 @@ import { decodeReceived } from '../receiver';
 import { Sender } from '../sender';
 import type { StreamStatus, ZmqStream, ZmqStreamConfig, ZmqStreamHandlers } from '../zmq';
 import { DeliveryEngine, Link } from './engine';
+import { curveSocketOptions } from '../curve';
+import { watchCurve } from '../zmq';
 
 /**
  * Exactly-once delivery over ZeroMQ.
@@ -65,11 +67,11 @@ export function openReliableZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamH
     zapDomain: 'spawn-red',
     maxMessageSize: cfg.maxMessageSize > 0 ? cfg.maxMessageSize + (cfg.batchBytes ?? DEFAULT_BATCH_BYTES) + 4096 : -1,
   };
-  const router = bindEndpoints.length > 0 ? new zmq.Router({ ...common, mandatory: true }) : undefined;
+  const router = bindEndpoints.length > 0 ? new zmq.Router({ ...common, ...(cfg.curve ? curveSocketOptions(cfg.curve, true) : {}), mandatory: true }) : undefined;
   const routerWriter = router ? new SerialWriter(router) : undefined;
   const dealers = new Map<string, { socket: zmq.Dealer; writer: SerialWriter }>();
   for (const ep of connectEndpoints) {
-    const socket = new zmq.Dealer({ ...common, ...(cfg.identity ? { routingId: cfg.identity } : {}) });
+    const socket = new zmq.Dealer({ ...common, ...(cfg.curve ? curveSocketOptions(cfg.curve, false) : {}), ...(cfg.identity ? { routingId: cfg.identity } : {}) });
     dealers.set(`c:${ep}`, { socket, writer: new SerialWriter(socket) });
   }
 
@@ -147,9 +149,11 @@ export function openReliableZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamH
   function watchHandshakes(socket: zmq.Router | zmq.Dealer) {
     // Garbage and foreign peers at a listening port: reported, dropped, the socket keeps serving.
     const bad = (ev: { address: string; error: Error }) =>
+      !(cfg.curve && bindEndpoints.length === 0) &&
       handlers.problem(new StreamError('EPROTO', `a peer on ${ev.address} broke the ZeroMQ handshake (${errorText(ev.error)}): not a spawn-red peer in exactly-once mode, or garbage bytes; connection dropped`));
     socket.events.on('handshake:error:protocol', bad);
     socket.events.on('handshake:error:other', bad);
+    watchCurve(socket.events, where, cfg, () => undefined, handlers);
   }
 
   async function receiveLoop(socket: zmq.Router | zmq.Dealer, linkOf: (frames: Buffer[]) => [string, Buffer, Buffer[]]) {

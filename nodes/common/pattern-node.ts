@@ -80,7 +80,7 @@ export function registerPatternNode(RED: NodeAPI, pattern: Pattern): void {
       }
       const completion = trackCompletion(RED, node, (def as { wires?: unknown }).wires);
       stopCompletion = () => completion.stop();
-      stream = openZmqStream(streamConfig(pattern, def, fromSource), {
+      stream = openZmqStream(streamConfig(pattern, def, fromSource, process.env, RED.settings.userDir as string | undefined), {
         acknowledges: true, // exactly-once: when the wired nodes are done (./completion.ts)
         message: (m, key, done) => {
           const msg = toNodeMessage(m, key);
