@@ -18,7 +18,9 @@ export interface Completion {
   stop(): void;
 }
 
-export function trackCompletion(RED: NodeAPI, node: Node, wires: unknown): Completion {
+/** Undefined when the runtime has no hooks (Node-RED before 2, or a test harness): then messages are acknowledged when handed over. */
+export function trackCompletion(RED: NodeAPI, node: Node, wires: unknown): Completion | undefined {
+  if (!(RED as { hooks?: unknown }).hooks) return undefined;
   const targets = Array.isArray(wires) ? (wires as unknown[]).flat().length : 0;
   if (targets === 0) return { track: (_id, done) => done(), stop: () => undefined };
   const waiting = new Map<string, { done: () => void; left: number; at: number }>();

@@ -78,13 +78,15 @@ export function registerPatternNode(RED: NodeAPI, pattern: Pattern): void {
         fromSource = src.endpoints;
         node.log(`source stage "${def.sourceStage}": ${src.endpoints.join(', ')} (from ${src.from})`);
       }
-      const completion = trackCompletion(RED, node, (def as { wires?: unknown }).wires);
-      stopCompletion = () => completion.stop();
-      stream = openZmqStream(streamConfig(pattern, def, fromSource, process.env, RED.settings.userDir as string | undefined), {
-        acknowledges: true, // exactly-once: when the wired nodes are done (./completion.ts)
+      const cfg = streamConfig(pattern, def, fromSource, process.env, RED.settings.userDir as string | undefined);
+      // Exactly-once receivers acknowledge when the wired nodes are done (./completion.ts).
+      const completion = cfg.delivery === 'exactly-once' && RECEIVES[pattern] ? trackCompletion(RED, node, (def as { wires?: unknown }).wires) : undefined;
+      stopCompletion = () => completion?.stop();
+      stream = openZmqStream(cfg, {
+        acknowledges: completion !== undefined,
         message: (m, key, done) => {
           const msg = toNodeMessage(m, key);
-          if (done) completion.track(msg._msgid as string, done);
+          if (done) completion!.track(msg._msgid as string, done);
           node.send(msg);
         },
         status: (s) => showStatus(s),
