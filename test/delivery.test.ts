@@ -210,3 +210,29 @@ describe('exactly-once delivery (ZeroMQ)', function () {
     assert.throws(() => streamConfig('pull', { ...def, delivery: 'twice' as never }), /delivery "twice" must be/);
   });
 });
+
+describe('validate: both ends of a stream agree on delivery and encryption', function () {
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const { validateFlow, formatProblem } = require('../launcher/validate') as typeof import('../launcher/validate');
+  const flow = (push: Record<string, unknown>, pull: Record<string, unknown>) => [
+    { id: 'tP', type: 'tab', label: 'producer' },
+    { id: 'sP', type: 'spawn-stage', z: 'tP' },
+    { id: 'push1', type: 'spawn-push', z: 'tP', port: 5555, ...push },
+    { id: 'tC', type: 'tab', label: 'consumer' },
+    { id: 'sC', type: 'spawn-stage', z: 'tC' },
+    { id: 'p1', type: 'spawn-pull', z: 'tC', name: 'from producer', sourceStage: 'producer', ...pull },
+  ];
+  const says = (f: unknown[]) => validateFlow(f).map(formatProblem);
+
+  it('accepts matching ends', function () {
+    assert.deepEqual(says(flow({ delivery: 'exactly-once', encryption: 'curve' }, { delivery: 'exactly-once', encryption: 'curve' })), []);
+    assert.deepEqual(says(flow({}, { delivery: 'at-most-once', encryption: 'none' })), []);
+  });
+
+  it('names the node and field when the ends differ', function () {
+    const out = says(flow({ delivery: 'exactly-once' }, { encryption: 'curve' }));
+    assert.equal(out.length, 2, out.join('\n'));
+    assert.match(out[0], /pull "from producer".*delivery.*is at-most-once but reads from push.*which is exactly-once/);
+    assert.match(out[1], /encryption.*is curve but reads from push.*which is none/);
+  });
+});
