@@ -21,6 +21,8 @@ export interface Problem {
   message: string;
 }
 
+const setting = (v: unknown, fallback: string): string => (typeof v === 'string' && v.trim() ? v.trim() : fallback);
+
 export function formatProblem(p: Problem): string {
   return [p.where, p.field, p.message].filter(Boolean).join(': ');
 }
@@ -210,6 +212,17 @@ export function flowProblems(view: FlowView): Problem[] {
       }
       if (declared && m.output.node && m.output.format !== 'raw') {
         add(linkWhere(view, m.output, source), 'format', `is read by external program "${stage!.stageId}": set Format to raw`);
+      }
+      // Exactly-once and CurveZMQ change the sockets underneath: both ends must agree, or the
+      // ZeroMQ handshake fails at run time.
+      if (link.node && m.output.node) {
+        for (const [field, fallback] of [['delivery', 'at-most-once'], ['encryption', 'none']] as const) {
+          const mine = setting(link.node[field], fallback);
+          const theirs = setting(m.output.node[field], fallback);
+          if (mine !== theirs) {
+            add(where, field, `is ${mine} but reads from ${nodeWhere(m.output.node, m.output.pattern!)} of stage "${sourceId}", which is ${theirs}: both ends of a stream must match`);
+          }
+        }
       }
     }
   }

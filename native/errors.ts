@@ -15,6 +15,8 @@ export type StreamErrorCode =
   | 'EENCODE' // a payload cannot be encoded (e.g. circular object)
   | 'ECLOSED' // the node closed before the message could be sent
   | 'ETLS' // QUIC: a certificate was refused (the peer's, or ours by the peer): not the same pipeline CA
+  | 'EAUTH' // CurveZMQ: a peer's key is not the pipeline's
+  | 'EPEERLOST' // exactly-once: a peer went silent with messages unacknowledged (they are resent)
   | 'ESEND'; // any other send failure
 
 export class StreamError extends Error {

@@ -34,6 +34,8 @@ export interface PeerFile {
   upstream_stages: Record<string, PeerInfo[]>;
   downstream_stages: Record<string, PeerInfo[]>;
   all_stages: Record<string, PeerInfo[]>;
+  /** Added by spawn-red: the pipeline's CurveZMQ public key (Z85); the secret never is in this file. */
+  curve_public_key?: string;
 }
 
 export class PeerFileError extends Error {}
@@ -88,6 +90,7 @@ export function loadPeerFile(path: string): PeerFile {
       upstream_stages: checkGroups(raw.upstream_stages, 'upstream_stages'),
       downstream_stages: checkGroups(raw.downstream_stages, 'downstream_stages'),
       all_stages: checkGroups(raw.all_stages, 'all_stages'),
+      ...(typeof raw.curve_public_key === 'string' ? { curve_public_key: raw.curve_public_key } : {}),
     };
   } catch (e) {
     throw new PeerFileError(`peer file ${path}: ${(e as Error).message}`);

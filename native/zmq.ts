@@ -4,6 +4,8 @@ import { formatEndpoint, parseEndpoint } from './endpoint';
 import { errorText, StreamError } from './errors';
 import { decodeReceived } from './receiver';
 import { Format, SendCallback, Sender } from './sender';
+import { openReliableZmqStream } from './delivery/zmq-links';
+import { CurveKeys, curveSocketOptions } from './curve';
 
 /**
  * The six ZeroMQ patterns behind one small interface: a stream that sends (push, pub, router,
@@ -43,7 +45,16 @@ export interface ZmqStreamConfig {
   identity?: string;
   /** Milliseconds without peers, while something waits, before ENOPEER is reported (default 5000). */
   noPeerMs?: number;
+  /**
+   * `exactly-once`: numbered, acknowledged, resent, deduplicated (native/delivery/); the peer must
+   * use it too. Default `at-most-once`: plain ZeroMQ. Not for pub/sub.
+   */
+  delivery?: Delivery;
+  /** CurveZMQ: the pipeline's key pair (./curve.ts); none for plain TCP. */
+  curve?: CurveKeys;
 }
+
+export type Delivery = 'at-most-once' | 'exactly-once';
 
 export type StreamState = 'connecting' | 'ready' | 'error';
 
@@ -55,7 +66,10 @@ export interface StreamStatus {
 }
 
 export interface ZmqStreamHandlers {
-  message(msg: WireMessage, key: Buffer | undefined): void;
+  /** `done`, in exactly-once mode with `acknowledges`, is to be called once the message was handled. */
+  message(msg: WireMessage, key: Buffer | undefined, done?: () => void): void;
+  /** Exactly-once: acknowledge a message when `done` is called, not when it is handed over. */
+  acknowledges?: boolean;
   status(status: StreamStatus): void;
   problem(err: StreamError): void;
   backpressure?(on: boolean, queued: number): void;
@@ -102,6 +116,7 @@ function createSocket(cfg: ZmqStreamConfig): zmq.Socket {
     zapDomain: 'spawn-red',
     // Memory guard in libzmq; the decoder gives the clear per-message error below this bound.
     maxMessageSize: cfg.maxMessageSize > 0 ? cfg.maxMessageSize + (cfg.batchBytes ?? DEFAULT_BATCH_BYTES) + 4096 : -1,
+    ...(cfg.curve ? curveSocketOptions(cfg.curve, cfg.bind.length > 0) : {}),
   };
   switch (cfg.pattern) {
     case 'push':
@@ -123,6 +138,7 @@ function createSocket(cfg: ZmqStreamConfig): zmq.Socket {
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
 
 export function openZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamHandlers): ZmqStream {
+  if (cfg.delivery === 'exactly-once') return openReliableZmqStream(cfg, handlers);
   const socket = createSocket(cfg);
   const batchBytes = cfg.batchBytes ?? DEFAULT_BATCH_BYTES;
   let closed = false;
@@ -208,13 +224,20 @@ export function openZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamHandlers)
     report();
   });
   const notZeroMq = (address: string, why: string) =>
-    handlers.problem(new StreamError('EPROTO', `a peer on ${address} broke the ZeroMQ handshake (${why}): not a ZeroMQ peer, or garbage bytes; connection dropped`));
+    handlers.problem(
+      new StreamError(
+        cfg.curve ? 'EAUTH' : 'EPROTO',
+        `a peer on ${address} broke the ZeroMQ handshake (${why}): not a ZeroMQ peer, or garbage bytes${cfg.curve ? ", or its CurveZMQ key is not this pipeline's" : ''}; connection dropped`,
+      ),
+    );
   const handshakeError = (ev: { address: string; error: Error }) => {
     handshaking = Math.max(0, handshaking - 1);
+    if (cfg.curve && bindEndpoints.length === 0) return; // reported by watchCurve
     notZeroMq(ev.address, errorText(ev.error));
   };
   events.on('handshake:error:protocol', handshakeError);
   events.on('handshake:error:other', handshakeError);
+  watchCurve(events, where, cfg, () => (handshaking = Math.max(0, handshaking - 1)), handlers);
   events.on('disconnect', (ev) => {
     if (handshaking > 0) {
       handshaking--;
@@ -377,4 +400,30 @@ export function openZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamHandlers)
 function describeKey(key: Buffer | undefined): string {
   if (!key) return '(none)';
   return /^[\x20-\x7e]+$/.test(key.toString('latin1')) ? `"${key.toString('latin1')}"` : `0x${key.toString('hex')}`;
+}
+
+/**
+ * CurveZMQ failures, reported clearly: a client refused by this server (its key is not the
+ * pipeline's), or a server whose key is not the one this client expects.
+ */
+export function watchCurve(
+  events: zmq.Observer,
+  where: string,
+  cfg: ZmqStreamConfig,
+  settled: () => void,
+  handlers: Pick<ZmqStreamHandlers, 'problem'>,
+): void {
+  if (!cfg.curve) return;
+  events.on('handshake:error:auth', (ev) => {
+    settled();
+    handlers.problem(new StreamError('EAUTH', `refused a peer on ${ev.address}: its CurveZMQ key is not this pipeline's (status ${ev.error.status ?? '?'}); connection dropped`));
+  });
+  if (cfg.bind.length === 0) {
+    const failed = (ev: { address: string; error: Error }) =>
+      handlers.problem(
+        new StreamError('EAUTH', `the encrypted handshake with ${ev.address} failed (${errorText(ev.error)}): the peer does not use this pipeline's CurveZMQ key, or no encryption`),
+      );
+    events.on('handshake:error:protocol', failed);
+    events.on('handshake:error:other', failed);
+  }
 }

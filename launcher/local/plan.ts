@@ -8,8 +8,12 @@ import { readSource } from '../pipeline-verbs';
 import { PACKAGE_ROOT } from '../runtime';
 import { formatProblem, validatePipeline } from '../validate';
 import { netnsAddress, netnsName } from './netns';
+import { makeKeys, writeKeyFile } from '../../native/curve';
 import { InstanceState, PipelineState } from './state';
 import { flowUsesQuic, issueInstanceCertificate, quicEnv } from './quic-certs';
+
+/** The pipeline's CurveZMQ key pair, in its state dir (mode 0600). */
+export const CURVE_KEY_FILE = 'curve-keys.json';
 
 /**
  * A launch plan for the local provider: every instance of every stage, in dependency order, with
@@ -109,6 +113,11 @@ export function planLaunch(input: LaunchInput, dir: string, block: number, netns
   fs.mkdirSync(binDir, { recursive: true });
   fs.writeFileSync(path.join(binDir, 'spawn-red'), `#!/bin/sh\nexec '${process.execPath}' '${CLI_PATH}' "$@"\n`, { mode: 0o755 });
 
+  // CurveZMQ keys for this pipeline (nodes with encryption "curve" use them): the secret in a 0600
+  // file of the pipeline's state dir, the public key in every peer file.
+  const curve = makeKeys();
+  writeKeyFile(path.join(dir, CURVE_KEY_FILE), curve);
+
   const instances: InstanceState[] = [];
   for (const id of order) {
     const stage = pipeline.stages.find((s) => s.stage_id === id)!;
@@ -125,6 +134,7 @@ export function planLaunch(input: LaunchInput, dir: string, block: number, netns
         upstream_stages: pick(stage.depends_on ?? []),
         downstream_stages: pick(dependents(pipeline, id)),
         all_stages: peers,
+        curve_public_key: curve.publicKey,
       };
       fs.writeFileSync(path.join(instDir, 'pipeline-peers.json'), JSON.stringify(peerFile, null, 2));
       const inst: InstanceState = {
@@ -175,6 +185,7 @@ export function instanceEnv(inst: InstanceState, stage: SpawnStage | undefined):
     ...spawnEnv(peerFile),
     ...(stage?.env ?? {}),
     SPAWN_PEERS_FILE: peerPath,
+    ...(fs.existsSync(path.join(path.dirname(inst.dir), CURVE_KEY_FILE)) ? { SPAWN_CURVE_KEYS: path.join(path.dirname(inst.dir), CURVE_KEY_FILE) } : {}),
     SPAWN_BIND_ADDR: inst.address,
     ...quicEnv(inst.dir),
     SPAWN_STATS_FILE: path.join(inst.dir, 'stats.json'),

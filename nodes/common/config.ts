@@ -1,7 +1,9 @@
 import type { NodeDef } from 'node-red';
+import * as path from 'path';
+import { CurveKeyError, pipelineKeys } from '../../native/curve';
 import { splitList } from '../../native/endpoint';
 import { Format } from '../../native/sender';
-import { Pattern, ZmqStreamConfig } from '../../native/zmq';
+import { Delivery, Pattern, ZmqStreamConfig } from '../../native/zmq';
 
 /**
  * The properties a pattern node stores in the flow, as the editor writes them (numbers may arrive
@@ -36,6 +38,36 @@ export interface PatternNodeDef extends NodeDef {
   identity?: string;
   /** `tcp` (ZeroMQ, default), `quic`, or `auto` (see transport.ts). */
   transport?: 'tcp' | 'quic' | 'auto' | '';
+  /** push/pull/router/dealer: `at-most-once` (default) or `exactly-once`. */
+  delivery?: Delivery | '';
+  /** `curve`: CurveZMQ with the pipeline's keys (native/curve.ts); default none. */
+  encryption?: 'none' | 'curve' | '';
+}
+
+/** The key file of a local run (no launcher): in the Node-RED user dir, made on first use. */
+export const LOCAL_CURVE_FILE = 'spawn-red-curve.json';
+
+function curveOf(def: PatternNodeDef, env: NodeJS.ProcessEnv, userDir: string | undefined) {
+  const e = def.encryption || 'none';
+  if (e !== 'none' && e !== 'curve') throw new ConfigError(`encryption "${String(e)}" must be "none" or "curve"`);
+  if (e === 'none') return undefined;
+  try {
+    return pipelineKeys(env, userDir ? path.join(userDir, LOCAL_CURVE_FILE) : undefined);
+  } catch (err) {
+    throw new ConfigError(`encryption: ${(err as CurveKeyError).message}`);
+  }
+}
+
+/** Patterns with a delivery option: pub/sub is at-most-once by design (see the README). */
+export const HAS_DELIVERY: Record<Pattern, boolean> = { push: true, pull: true, router: true, dealer: true, pub: false, sub: false };
+
+function deliveryOf(pattern: Pattern, def: PatternNodeDef): Delivery {
+  const d = def.delivery || 'at-most-once';
+  if (d !== 'at-most-once' && d !== 'exactly-once') throw new ConfigError(`delivery "${String(d)}" must be "at-most-once" or "exactly-once"`);
+  if (d === 'exactly-once' && !HAS_DELIVERY[pattern]) {
+    throw new ConfigError(`delivery "exactly-once" is not available on ${pattern}: pub/sub delivers at most once (use push/pull or router/dealer)`);
+  }
+  return d;
 }
 
 /** Output-side patterns bind by default: they are the stage's data_output. */
@@ -83,7 +115,13 @@ export function bindsFor(pattern: Pattern, def: PatternNodeDef): boolean {
  * A bind to `*` becomes a bind to SPAWN_BIND_ADDR when the launcher sets it (local instances each
  * have their own loopback address, so instances of one stage can share a port number).
  */
-export function streamConfig(pattern: Pattern, def: PatternNodeDef, fromSource: string[] = [], env: NodeJS.ProcessEnv = process.env): ZmqStreamConfig {
+export function streamConfig(
+  pattern: Pattern,
+  def: PatternNodeDef,
+  fromSource: string[] = [],
+  env: NodeJS.ProcessEnv = process.env,
+  userDir?: string,
+): ZmqStreamConfig {
   const format = def.format || DEFAULTS.format;
   if (format !== 'spawn' && format !== 'raw') throw new ConfigError(`format "${format}" must be "spawn" or "raw"`);
   const binds = bindsFor(pattern, def);
@@ -114,6 +152,8 @@ export function streamConfig(pattern: Pattern, def: PatternNodeDef, fromSource: 
     topics: pattern === 'sub' ? splitList(def.topics) : undefined,
     identity: pattern === 'dealer' && def.identity ? def.identity : undefined,
     noPeerMs: int(def.peerTimeout, DEFAULTS.peerTimeout, 'peer timeout', 1, 3_600_000),
+    delivery: deliveryOf(pattern, def),
+    curve: curveOf(def, env, userDir),
   };
 }
 

@@ -9,6 +9,7 @@ import { sourceEndpoints } from './source';
 import { registerStats } from './stats';
 import { openTransport, transportOption } from './transport';
 import { ProblemReporter } from './problems';
+import { trackCompletion } from './completion';
 
 /**
  * One implementation for the six ZeroMQ pattern nodes: a thin adapter between Node-RED messages
@@ -67,6 +68,7 @@ export function registerPatternNode(RED: NodeAPI, pattern: Pattern): void {
     let linger: number;
     let unregisterStats = () => undefined as void;
     let stopRates = () => undefined as void;
+    let stopCompletion = () => undefined as void;
     let rates: Rates | undefined;
     // The status last shown: a steady rate makes the same text, which is not sent again.
     let shown = '';
@@ -77,8 +79,22 @@ export function registerPatternNode(RED: NodeAPI, pattern: Pattern): void {
         fromSource = src.endpoints;
         node.log(`source stage "${def.sourceStage}": ${src.endpoints.join(', ')} (from ${src.from})`);
       }
-      const opened = openTransport(RED, transportOption(def.transport), streamConfig(pattern, def, fromSource), def.sourceStage, {
-        message: (m, key) => node.send(toNodeMessage(m, key)),
+      const cfg = streamConfig(pattern, def, fromSource, process.env, RED.settings.userDir as string | undefined);
+      const transport = transportOption(def.transport);
+      if (cfg.delivery === 'exactly-once' && transport !== 'tcp') {
+        // The delivery engine (native/delivery) has ZeroMQ links only so far.
+        throw new ConfigError(`delivery "exactly-once" runs over transport "tcp" only for now, not "${transport}"`);
+      }
+      // Exactly-once receivers acknowledge when the wired nodes are done (./completion.ts).
+      const completion = cfg.delivery === 'exactly-once' && RECEIVES[pattern] ? trackCompletion(RED, node, (def as { wires?: unknown }).wires) : undefined;
+      stopCompletion = () => completion?.stop();
+      const opened = openTransport(RED, transport, cfg, def.sourceStage, {
+        acknowledges: completion !== undefined,
+        message: (m, key, done) => {
+          const msg = toNodeMessage(m, key);
+          if (done) completion!.track(msg._msgid as string, done);
+          node.send(msg);
+        },
         status: (s) => showStatus(s),
         problem: (e) => problems.report(e),
         backpressure: (on, queued) => {
@@ -156,6 +172,7 @@ export function registerPatternNode(RED: NodeAPI, pattern: Pattern): void {
         .catch((e) => node.error(`close: ${String(e)}`))
         .finally(() => {
           stopRates();
+          stopCompletion();
           unregisterStats();
           problems.stop();
           node.status({});

@@ -16,6 +16,11 @@ interface SinkDef extends NodeDef {
    * `any`: several streams merged (no order), duplicates counted instead.
    */
   ordering?: 'contiguous' | 'increasing' | 'any';
+  /**
+   * Append every sequence number (u32 LE) to this file with a write(2) per message: what a killed
+   * sink saw survives it (the fault tests SIGKILL consumers), which an IPC report would not.
+   */
+  logFile?: string;
 }
 
 
@@ -55,6 +60,9 @@ export = (RED: NodeAPI) => {
       }
     };
     const progress = setInterval(send, 500);
+    const fs = require('fs') as typeof import('fs');
+    const logFd = def.logFile ? fs.openSync(def.logFile, 'a') : undefined;
+    const seqBuf = Buffer.alloc(4);
     node.on('input', (msg: Record<string, unknown>, _send: unknown, done: () => void) => {
       const now = Date.now();
       if (report.count === 0) report.firstAt = now;
@@ -64,6 +72,10 @@ export = (RED: NodeAPI) => {
       const t = Buffer.isBuffer(msg.payload) ? 'buffer' : msg.payload === null ? 'null' : typeof msg.payload;
       report.types[t] = (report.types[t] ?? 0) + 1;
       const seq = seqOf(msg);
+      if (logFd !== undefined) {
+        seqBuf.writeUInt32LE(seq ?? 0xffffffff, 0);
+        fs.writeSync(logFd, seqBuf);
+      }
       if (seen) {
         if (seq !== undefined && seen.has(seq)) report.duplicates++;
         if (seq !== undefined) seen.add(seq);
@@ -83,7 +95,10 @@ export = (RED: NodeAPI) => {
       }
       done();
     });
-    node.on('close', () => clearInterval(progress));
+    node.on('close', () => {
+      clearInterval(progress);
+      if (logFd !== undefined) fs.closeSync(logFd);
+    });
   }
   RED.nodes.registerType('seq-sink', SeqSink);
 };

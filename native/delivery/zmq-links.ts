@@ -1,0 +1,270 @@
+import * as zmq from 'zeromq';
+import { formatEndpoint, parseEndpoint } from '../endpoint';
+import { errorText, StreamError } from '../errors';
+import { decodeReceived } from '../receiver';
+import { Sender } from '../sender';
+import type { StreamStatus, ZmqStream, ZmqStreamConfig, ZmqStreamHandlers } from '../zmq';
+import { DeliveryEngine, Link } from './engine';
+import { curveSocketOptions } from '../curve';
+import { watchCurve } from '../zmq';
+
+/**
+ * Exactly-once delivery over ZeroMQ.
+ *
+ * A PUSH socket cannot carry acknowledgements back, and a DEALER round-robins even its replies, so
+ * exactly-once mode changes the sockets under the hood while the node keeps its pattern's
+ * semantics: the side that binds uses one ROUTER socket (it can address each peer by routing id),
+ * the side that connects uses one DEALER socket per endpoint (each socket has exactly one peer, so
+ * it addresses that peer too). Every peer is then a link both ways, whatever the pattern, and the
+ * engine (./engine.ts) does the rest: round-robin over live links for push and dealer (as ZeroMQ
+ * would), fair queueing on receive (one receive loop per socket), the window, acknowledgements,
+ * resends and fail-over. A plain ZeroMQ peer, or a peer in at-most-once mode, is a different socket
+ * type and fails the ZeroMQ handshake: both ends of a link must use the same delivery mode.
+ */
+
+const DEFAULT_BATCH_BYTES = 64 * 1024;
+const DETACH_BYTES = 16 * 1024;
+/** Bytes in flight per stream: 256 messages of 64 KiB, ample for a LAN; also what a stage holds for a dead peer. */
+const WINDOW_BYTES = 16 * 1024 * 1024;
+const BEAT_MS = 200;
+const YIELD_EVERY = 512;
+/** libzmq's own queue is not the bound (the window is), but is kept finite. */
+const ZMQ_HWM = 100_000;
+
+/** One send at a time per socket (zeromq.js refuses a second), in order; heartbeats skip a busy socket. */
+class SerialWriter {
+  private tail: Promise<void> = Promise.resolve();
+  private queued = 0;
+  constructor(private readonly socket: zmq.Router | zmq.Dealer) {}
+  send(frames: Buffer[], droppable: boolean): Promise<void> {
+    if (droppable && this.queued > 4) return Promise.resolve();
+    this.queued++;
+    const p = this.tail.then(() => this.socket.send(frames));
+    this.tail = p.then(
+      () => void this.queued--,
+      () => void this.queued--,
+    );
+    return p;
+  }
+}
+
+export function openReliableZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamHandlers): ZmqStream {
+  const pattern = cfg.pattern;
+  const sends = pattern !== 'pull';
+  const receives = pattern !== 'push';
+  let closed = false;
+  let lastError: string | undefined;
+  let receivedMessages = 0;
+  let receivedBytes = 0;
+  const bindEndpoints = cfg.bind.map((e) => formatEndpoint(parseEndpoint(e, 'bind')));
+  const connectEndpoints = cfg.connect.map((e) => formatEndpoint(parseEndpoint(e, 'connect')));
+  const where = [...bindEndpoints, ...connectEndpoints].join(', ') || '(no endpoint)';
+  const common = {
+    sendHighWaterMark: ZMQ_HWM,
+    receiveHighWaterMark: Math.min(cfg.highWater, 64),
+    reconnectInterval: cfg.reconnectMs,
+    linger: 0,
+    zapDomain: 'spawn-red',
+    maxMessageSize: cfg.maxMessageSize > 0 ? cfg.maxMessageSize + (cfg.batchBytes ?? DEFAULT_BATCH_BYTES) + 4096 : -1,
+  };
+  const router = bindEndpoints.length > 0 ? new zmq.Router({ ...common, ...(cfg.curve ? curveSocketOptions(cfg.curve, true) : {}), mandatory: true }) : undefined;
+  const routerWriter = router ? new SerialWriter(router) : undefined;
+  const dealers = new Map<string, { socket: zmq.Dealer; writer: SerialWriter }>();
+  for (const ep of connectEndpoints) {
+    const socket = new zmq.Dealer({ ...common, ...(cfg.curve ? curveSocketOptions(cfg.curve, false) : {}), ...(cfg.identity ? { routingId: cfg.identity } : {}) });
+    dealers.set(`c:${ep}`, { socket, writer: new SerialWriter(socket) });
+  }
+
+  const report = () => {
+    if (closed) return;
+    const peers = engine.peers;
+    let status: StreamStatus;
+    if (lastError) status = { state: 'error', peers, text: lastError };
+    else if (peers === 0) {
+      status = { state: 'connecting', peers, text: bindEndpoints.length ? `waiting for peers on ${bindEndpoints.join(', ')}` : `connecting to ${connectEndpoints.join(', ')}` };
+    } else status = { state: 'ready', peers, text: `${peers} peer${peers === 1 ? '' : 's'}, exactly-once` };
+    handlers.status(status);
+  };
+
+  const format = cfg.format;
+  const engine: DeliveryEngine = new DeliveryEngine(
+    {
+      windowFrames: cfg.highWater,
+      windowBytes: WINDOW_BYTES,
+      beatMs: BEAT_MS,
+      deadMs: cfg.noPeerMs ?? 5000,
+      addressed: pattern === 'router',
+      ackOnDone: handlers.acknowledges === true,
+      // Only a pure receiver stops reading: router and dealer read acknowledgements on the same socket.
+      maxUndone: pattern === 'pull' ? { messages: Math.min(cfg.queueLimit / 4, 16_384), bytes: 16 * 1024 * 1024 } : undefined,
+      count: (frames) => (format === 'raw' ? 1 : frames[0].readUInt32LE(4)),
+    },
+    {
+      send(key, frames, control) {
+        if (key.startsWith('r:')) return routerWriter!.send([Buffer.from(key.slice(2), 'latin1'), ...frames], control);
+        const d = dealers.get(key);
+        return d ? d.writer.send(frames, control) : Promise.reject(new Error(`no link ${key}`));
+      },
+      deliver(link: Link, frames, skip, count, done) {
+        let got;
+        try {
+          got = decodeReceived(frames, { format, envelope: 0, optionalEnvelope: false, maxMessageSize: cfg.maxMessageSize });
+        } catch (e) {
+          handlers.problem(new StreamError('EBADFRAME', `dropped a malformed message from a peer of ${where}: ${errorText(e)}`));
+          if (done) for (let i = skip; i < count; i++) done(i);
+          return;
+        }
+        receivedBytes += got.bytes;
+        const key = pattern === 'router' ? link.id : undefined;
+        for (let i = skip; i < got.messages.length; i++) {
+          const m = got.messages[i];
+          receivedMessages++;
+          if (m.refused) {
+            handlers.problem(new StreamError('EMSGSIZE', `refused a message from a peer of ${where}: ${m.refused}`));
+            done?.(i);
+          } else if (done) handlers.message(m, key, () => done(i));
+          else handlers.message(m, key);
+        }
+      },
+      problem: (e) => handlers.problem(e),
+      peers: () => report(),
+    },
+  );
+
+  const sender = new Sender(
+    {
+      format,
+      batch: cfg.batch && format === 'spawn',
+      batchBytes: cfg.batchBytes ?? DEFAULT_BATCH_BYTES,
+      detachBytes: DETACH_BYTES,
+      maxMessageSize: cfg.maxMessageSize,
+      highWater: cfg.highWater,
+      queueLimit: cfg.queueLimit,
+      envelope: pattern === 'router',
+    },
+    (frames) => engine.transmit(frames),
+    { backpressure: (on, queued) => handlers.backpressure?.(on, queued) },
+  );
+
+  function watchHandshakes(socket: zmq.Router | zmq.Dealer) {
+    // Garbage and foreign peers at a listening port: reported, dropped, the socket keeps serving.
+    const bad = (ev: { address: string; error: Error }) =>
+      !(cfg.curve && bindEndpoints.length === 0) &&
+      handlers.problem(new StreamError('EPROTO', `a peer on ${ev.address} broke the ZeroMQ handshake (${errorText(ev.error)}): not a spawn-red peer in exactly-once mode, or garbage bytes; connection dropped`));
+    socket.events.on('handshake:error:protocol', bad);
+    socket.events.on('handshake:error:other', bad);
+    watchCurve(socket.events, where, cfg, () => undefined, handlers);
+  }
+
+  async function receiveLoop(socket: zmq.Router | zmq.Dealer, linkOf: (frames: Buffer[]) => [string, Buffer, Buffer[]]) {
+    let sinceYield = 0;
+    while (!closed) {
+      let frames: Buffer[];
+      if (!engine.canReceive()) await engine.whenCanReceive();
+      try {
+        frames = await socket.receive();
+      } catch (e) {
+        if (closed) return;
+        handlers.problem(new StreamError('ESEND', `receive on ${where} failed: ${errorText(e)}`));
+        await new Promise((r) => setTimeout(r, 100));
+        continue;
+      }
+      const [key, id, rest] = linkOf(frames);
+      engine.receive(key, id, rest);
+      if (++sinceYield >= YIELD_EVERY / 8) {
+        sinceYield = 0;
+        await new Promise<void>((r) => setImmediate(r));
+      }
+    }
+  }
+
+  async function start(): Promise<void> {
+    report();
+    if (router) {
+      watchHandshakes(router);
+      for (const ep of bindEndpoints) {
+        let backoff = 500;
+        for (;;) {
+          if (closed) return;
+          try {
+            await router.bind(ep);
+            lastError = undefined;
+            break;
+          } catch (e) {
+            if (closed) return;
+            const code = (e as { code?: string }).code;
+            const err =
+              code === 'EADDRINUSE'
+                ? new StreamError('EADDRINUSE', `cannot bind ${ep}: address already in use (another node or program listens on that port); retrying`)
+                : new StreamError('EBIND', `cannot bind ${ep}: ${errorText(e)}; retrying`);
+            lastError = err.message;
+            handlers.problem(err);
+            report();
+            await new Promise((r) => setTimeout(r, backoff));
+            backoff = Math.min(backoff * 2, 10_000);
+          }
+        }
+      }
+      void receiveLoop(router, (frames) => [`r:${frames[0].toString('latin1')}`, frames[0], frames.slice(1)]);
+    }
+    for (const [key, { socket }] of dealers) {
+      const ep = key.slice(2);
+      watchHandshakes(socket);
+      socket.connect(ep);
+      engine.addLink(key, Buffer.from(ep, 'latin1'));
+      void receiveLoop(socket, (frames) => [key, Buffer.from(ep, 'latin1'), frames]);
+    }
+    report();
+  }
+  const started = start();
+  if (!receives && !sends) throw new Error(`pattern ${pattern} neither sends nor receives`);
+
+  let noPeerReported = false;
+  let waitingSince = Date.now();
+  const watchdog = setInterval(() => {
+    const waiting = sends ? sender.pending > 0 || engine.inFlight > 0 : connectEndpoints.length > 0;
+    if (closed || engine.peers > 0 || !waiting) {
+      waitingSince = Date.now();
+      noPeerReported = engine.peers > 0 ? false : noPeerReported;
+      return;
+    }
+    const ms = cfg.noPeerMs ?? 5000;
+    if (!noPeerReported && Date.now() - waitingSince >= ms) {
+      noPeerReported = true;
+      handlers.problem(new StreamError('ENOPEER', `no peer connected to ${where} after ${Math.round(ms / 1000)} s; ${sender.pending + engine.inFlight} messages wait; still trying`));
+    }
+  }, 250);
+  watchdog.unref();
+
+  return {
+    send(payload, key, meta, cb) {
+      sender.send(payload, key, meta, cb);
+    },
+    get peers() {
+      return engine.peers;
+    },
+    stats: () => ({
+      sentMessages: sender.sentMessages,
+      sentBytes: sender.sentBytes,
+      receivedMessages,
+      receivedBytes,
+      queued: sender.pending + engine.inFlight,
+    }),
+    async close(lingerMs) {
+      const t0 = Date.now();
+      const drained = await sender.drain(lingerMs);
+      const settled = drained && (await engine.settle(Math.max(0, lingerMs - (Date.now() - t0))));
+      const undelivered = (drained ? 0 : sender.close(`the node closed before this message could be sent to ${where}`)) + engine.close();
+      closed = true;
+      clearInterval(watchdog);
+      await started.catch(() => undefined);
+      // Acknowledgements still owed go out before the sockets close.
+      for (const s of [router, ...[...dealers.values()].map((d) => d.socket)]) {
+        if (!s) continue;
+        s.linger = settled ? 200 : 0;
+        s.close();
+      }
+      return undelivered;
+    },
+  };
+}
