@@ -207,6 +207,9 @@ export function flowProblems(view: FlowView): Problem[] {
       if (link.node && m.output.node && tIn !== tOut) {
         add(where, 'transport', `uses transport ${tIn} but reads from stage "${sourceId}" whose ${m.output.label} uses ${tOut}: both ends of a stream need the same transport (tcp, quic, or auto on both)`);
       }
+      if (link.node && tIn !== 'tcp' && setting(link.node.delivery, 'at-most-once') === 'exactly-once') {
+        add(where, 'delivery', `is exactly-once over transport ${tIn}: exactly-once runs over transport tcp only for now`);
+      }
       if (link.node && source.command && link.format !== 'raw') {
         add(where, 'format', `reads from external program "${sourceId}": set Format to raw`);
       }
