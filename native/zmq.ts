@@ -2,6 +2,7 @@ import * as zmq from 'zeromq';
 import { WireMessage } from './codec';
 import { formatEndpoint, parseEndpoint } from './endpoint';
 import { errorText, StreamError } from './errors';
+import { bindRetrying, watchForNoPeer } from './peer-watch';
 import { decodeReceived } from './receiver';
 import { Format, SendCallback, Sender } from './sender';
 import { openReliableZmqStream } from './delivery/zmq-links';
@@ -220,7 +221,6 @@ export function openZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamHandlers)
   events.on('handshake', () => {
     handshaking = Math.max(0, handshaking - 1);
     peers++;
-    noPeerReported = false;
     report();
   });
   const notZeroMq = (address: string, why: string) =>
@@ -250,53 +250,28 @@ export function openZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamHandlers)
   });
 
   // ENOPEER: something waits (a queued message, or an input with nowhere to connect) and no peer came.
-  let noPeerReported = false;
-  let waitingSince = Date.now();
-  const noPeerMs = cfg.noPeerMs ?? 5000;
-  const watchdog = setInterval(() => {
-    if (closed || peers > 0 || !bound || lastError) {
-      waitingSince = Date.now();
-      return;
-    }
-    const waiting = SENDS[cfg.pattern] && cfg.pattern !== 'pub' ? sender.pending > 0 : connectEndpoints.length > 0;
-    if (!waiting) {
-      waitingSince = Date.now();
-      return;
-    }
-    if (!noPeerReported && Date.now() - waitingSince >= noPeerMs) {
-      noPeerReported = true;
-      const n = sender.pending;
-      const what = n > 0 ? `${n} message${n === 1 ? '' : 's'} wait; ` : '';
-      handlers.problem(new StreamError('ENOPEER', `no peer connected to ${where} after ${Math.round(noPeerMs / 1000)} s; ${what}still trying`));
-    }
-  }, Math.min(1000, Math.max(50, noPeerMs / 4)));
-  watchdog.unref();
+  const stopWatch = watchForNoPeer({
+    ms: cfg.noPeerMs,
+    where,
+    connected: () => peers > 0,
+    quiet: () => closed || !bound || lastError !== undefined,
+    waiting: () => (SENDS[cfg.pattern] && cfg.pattern !== 'pub' ? sender.pending > 0 : connectEndpoints.length > 0),
+    pending: () => sender.pending,
+    problem: (e) => handlers.problem(e),
+  });
 
   async function bindAll(): Promise<void> {
-    let backoff = 500;
     for (const ep of bindEndpoints) {
-      for (;;) {
-        if (closed) return;
-        try {
-          await socket.bind(ep);
-          if (lastError) {
-            lastError = undefined;
-          }
-          break;
-        } catch (e) {
-          if (closed) return;
-          const code = (e as { code?: string }).code;
-          const err =
-            code === 'EADDRINUSE'
-              ? new StreamError('EADDRINUSE', `cannot bind ${ep}: address already in use (another node or program listens on that port); retrying`)
-              : new StreamError('EBIND', `cannot bind ${ep}: ${errorText(e)}; retrying`);
+      const ok = await bindRetrying(ep, () => socket.bind(ep), {
+        closed: () => closed,
+        failed: (err) => {
           lastError = err.message;
           handlers.problem(err);
           report();
-          await sleep(backoff);
-          backoff = Math.min(backoff * 2, 10_000);
-        }
-      }
+        },
+      });
+      if (!ok) return;
+      lastError = undefined;
     }
     bound = true;
     report();
@@ -385,7 +360,7 @@ export function openZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamHandlers)
     async close(lingerMs) {
       const drained = await sender.drain(lingerMs);
       closed = true;
-      clearInterval(watchdog);
+      stopWatch();
       const undelivered = drained ? 0 : sender.pending;
       if (!drained) sender.close(`the node closed before this message could be sent to ${where}`);
       // What ZeroMQ itself still holds gets the rest of the linger time.

@@ -1,6 +1,7 @@
 import * as zmq from 'zeromq';
 import { formatEndpoint, parseEndpoint } from '../endpoint';
 import { errorText, StreamError } from '../errors';
+import { bindRetrying, watchForNoPeer } from '../peer-watch';
 import { decodeReceived } from '../receiver';
 import { Sender } from '../sender';
 import type { StreamStatus, ZmqStream, ZmqStreamConfig, ZmqStreamHandlers } from '../zmq';
@@ -183,27 +184,16 @@ export function openReliableZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamH
     if (router) {
       watchHandshakes(router);
       for (const ep of bindEndpoints) {
-        let backoff = 500;
-        for (;;) {
-          if (closed) return;
-          try {
-            await router.bind(ep);
-            lastError = undefined;
-            break;
-          } catch (e) {
-            if (closed) return;
-            const code = (e as { code?: string }).code;
-            const err =
-              code === 'EADDRINUSE'
-                ? new StreamError('EADDRINUSE', `cannot bind ${ep}: address already in use (another node or program listens on that port); retrying`)
-                : new StreamError('EBIND', `cannot bind ${ep}: ${errorText(e)}; retrying`);
+        const ok = await bindRetrying(ep, () => router.bind(ep), {
+          closed: () => closed,
+          failed: (err) => {
             lastError = err.message;
             handlers.problem(err);
             report();
-            await new Promise((r) => setTimeout(r, backoff));
-            backoff = Math.min(backoff * 2, 10_000);
-          }
-        }
+          },
+        });
+        if (!ok) return;
+        lastError = undefined;
       }
       void receiveLoop(router, (frames) => [`r:${frames[0].toString('latin1')}`, frames[0], frames.slice(1)]);
     }
@@ -219,22 +209,15 @@ export function openReliableZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamH
   const started = start();
   if (!receives && !sends) throw new Error(`pattern ${pattern} neither sends nor receives`);
 
-  let noPeerReported = false;
-  let waitingSince = Date.now();
-  const watchdog = setInterval(() => {
-    const waiting = sends ? sender.pending > 0 || engine.inFlight > 0 : connectEndpoints.length > 0;
-    if (closed || engine.peers > 0 || !waiting) {
-      waitingSince = Date.now();
-      noPeerReported = engine.peers > 0 ? false : noPeerReported;
-      return;
-    }
-    const ms = cfg.noPeerMs ?? 5000;
-    if (!noPeerReported && Date.now() - waitingSince >= ms) {
-      noPeerReported = true;
-      handlers.problem(new StreamError('ENOPEER', `no peer connected to ${where} after ${Math.round(ms / 1000)} s; ${sender.pending + engine.inFlight} messages wait; still trying`));
-    }
-  }, 250);
-  watchdog.unref();
+  const stopWatch = watchForNoPeer({
+    ms: cfg.noPeerMs,
+    where,
+    connected: () => engine.peers > 0,
+    quiet: () => closed,
+    waiting: () => (sends ? sender.pending > 0 || engine.inFlight > 0 : connectEndpoints.length > 0),
+    pending: () => sender.pending + engine.inFlight,
+    problem: (e) => handlers.problem(e),
+  });
 
   return {
     send(payload, key, meta, cb) {
@@ -256,7 +239,7 @@ export function openReliableZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamH
       const settled = drained && (await engine.settle(Math.max(0, lingerMs - (Date.now() - t0))));
       const undelivered = (drained ? 0 : sender.close(`the node closed before this message could be sent to ${where}`)) + engine.close();
       closed = true;
-      clearInterval(watchdog);
+      stopWatch();
       await started.catch(() => undefined);
       // Acknowledgements still owed go out before the sockets close.
       for (const s of [router, ...[...dealers.values()].map((d) => d.socket)]) {

@@ -2,6 +2,7 @@ import * as dns from 'dns';
 import * as net from 'net';
 import { parseEndpoint } from '../endpoint';
 import { errorText, StreamError } from '../errors';
+import { bindRetrying, watchForNoPeer } from '../peer-watch';
 import { decodeReceived } from '../receiver';
 import { Sender } from '../sender';
 import { Pattern, RECEIVES, SENDS, StreamStatus, ZmqStream, ZmqStreamConfig, ZmqStreamHandlers } from '../zmq';
@@ -263,7 +264,6 @@ export function openQuicStream(cfg: QuicStreamConfig, handlers: ZmqStreamHandler
     if (peer.conn.isServer) greet(peer);
     peer.ready = true;
     if (lastError && lastError.startsWith('TLS')) lastError = undefined;
-    noPeerReported = false;
     report();
     notify();
   }
@@ -344,27 +344,15 @@ export function openQuicStream(cfg: QuicStreamConfig, handlers: ZmqStreamHandler
   }
 
   // ENOPEER: something waits (a queued message, or an input with nowhere to connect) and no peer came.
-  let noPeerReported = false;
-  let waitingSince = Date.now();
-  const noPeerMs = cfg.noPeerMs ?? 5000;
-  const watchdog = setInterval(() => {
-    if (closed || readyCount() > 0 || !bound) {
-      waitingSince = Date.now();
-      return;
-    }
-    const waiting = SENDS[cfg.pattern] && cfg.pattern !== 'pub' ? sender.pending > 0 : targets.length > 0;
-    if (!waiting) {
-      waitingSince = Date.now();
-      return;
-    }
-    if (!noPeerReported && Date.now() - waitingSince >= noPeerMs) {
-      noPeerReported = true;
-      const n = sender.pending;
-      const what = n > 0 ? `${n} message${n === 1 ? '' : 's'} wait; ` : '';
-      handlers.problem(new StreamError('ENOPEER', `no peer connected to ${where} after ${Math.round(noPeerMs / 1000)} s; ${what}still trying`));
-    }
-  }, Math.min(1000, Math.max(50, noPeerMs / 4)));
-  watchdog.unref();
+  const stopWatch = watchForNoPeer({
+    ms: cfg.noPeerMs,
+    where,
+    connected: () => readyCount() > 0,
+    quiet: () => closed || !bound,
+    waiting: () => (SENDS[cfg.pattern] && cfg.pattern !== 'pub' ? sender.pending > 0 : targets.length > 0),
+    pending: () => sender.pending,
+    problem: (e) => handlers.problem(e),
+  });
 
   const engineOptions = (extra: Partial<ConstructorParameters<typeof QuicEndpoint>[0]>) => ({
     tls: tls!,
@@ -375,10 +363,8 @@ export function openQuicStream(cfg: QuicStreamConfig, handlers: ZmqStreamHandler
 
   async function bindAll(): Promise<void> {
     for (const b of binds) {
-      let backoff = 500;
-      for (;;) {
-        if (closed) return;
-        const host = b.host === '*' ? '0.0.0.0' : b.host;
+      const host = b.host === '*' ? '0.0.0.0' : b.host;
+      const bindOnce = async () => {
         // A server sends datagrams as large as each client says it takes (clients on loopback take more).
         const ep = new QuicEndpoint(
           engineOptions({ maxDatagram: LOOPBACK_DATAGRAM, onAccept: (conn) => void attach(conn, () => undefined) }),
@@ -387,24 +373,23 @@ export function openQuicStream(cfg: QuicStreamConfig, handlers: ZmqStreamHandler
         );
         try {
           await ep.bind(host, b.port, true);
-          servers.push(ep);
-          if (lastError && !lastError.startsWith('TLS')) lastError = undefined;
-          break;
         } catch (e) {
           void ep.close();
-          if (closed) return;
-          const code = (e as { code?: string }).code;
-          const err =
-            code === 'EADDRINUSE'
-              ? new StreamError('EADDRINUSE', `cannot bind ${b.text}: UDP address already in use (another node or program listens on that port); retrying`)
-              : new StreamError('EBIND', `cannot bind ${b.text}: ${errorText(e)}; retrying`);
+          throw e;
+        }
+        servers.push(ep);
+      };
+      const ok = await bindRetrying(b.text, bindOnce, {
+        closed: () => closed,
+        kind: 'UDP address',
+        failed: (err) => {
           lastError = err.message;
           handlers.problem(err);
           report();
-          await sleep(backoff);
-          backoff = Math.min(backoff * 2, 10_000);
-        }
-      }
+        },
+      });
+      if (!ok) return;
+      if (lastError && !lastError.startsWith('TLS')) lastError = undefined;
     }
     bound = true;
     report();
@@ -492,7 +477,7 @@ export function openQuicStream(cfg: QuicStreamConfig, handlers: ZmqStreamHandler
       const drained = await sender.drain(lingerMs);
       closed = true;
       notify();
-      clearInterval(watchdog);
+      stopWatch();
       for (const t of targets) if (t.retry) clearTimeout(t.retry);
       const undelivered = drained ? 0 : sender.pending;
       if (!drained) sender.close(`the node closed before this message could be sent to ${where}`);
