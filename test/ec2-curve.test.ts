@@ -197,13 +197,21 @@ describe('CurveZMQ keys for EC2 instances through SSM Parameter Store (moto on 1
     const other = makeKeys();
     const intruder = new zmq.Pull({ linger: 0, curveServerKey: bindKeys.publicKey, curvePublicKey: other.publicKey, curveSecretKey: other.secretKey });
     try {
-      const refused = new Promise<void>((resolve) => push.events.on('handshake:error:auth', () => resolve()));
-      const admitted = new Promise<void>((resolve) => push.events.on('handshake', () => resolve()));
+      // The server's verdict on each connecting peer, in order: refused (ZAP 400) or admitted (handshake done).
+      const verdicts: string[] = [];
+      let verdict: () => void = () => undefined;
+      const next = () => new Promise<void>((resolve) => (verdict = resolve));
+      push.events.on('handshake:error:auth', () => (verdicts.push('refused'), verdict()));
+      push.events.on('handshake', () => (verdicts.push('admitted'), verdict()));
       await push.bind(`tcp://127.0.0.1:${port}`);
+      let decided = next();
       intruder.connect(`tcp://127.0.0.1:${port}`);
-      await refused;
+      await decided;
+      assert.deepEqual(verdicts, ['refused'], 'a key pair other than the pipeline\'s is refused');
+      decided = next();
       good.connect(`tcp://127.0.0.1:${port}`);
-      await admitted;
+      await decided;
+      assert.deepEqual(verdicts, ['refused', 'admitted']);
       // PUSH deals only to admitted peers: every message reaches the pipeline's socket.
       for (let i = 0; i < 20; i++) await push.send(String(i));
       const got: string[] = [];
