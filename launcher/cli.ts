@@ -123,7 +123,7 @@ const verbs: Record<string, Verb> = {
       'Without --stage every tab runs. SIGINT or SIGTERM stops it cleanly: queued messages are',
       'flushed within each node\'s linger time before the process exits.',
       '--secrets ssm:/path (or $SPAWN_SECRETS; the EC2 launcher sets it) first fetches the instance\'s',
-      'secrets from SSM Parameter Store into a 0700 folder (--secrets-dir) and sets SPAWN_QUIC_DIR.',
+      'secrets from SSM Parameter Store into a 0700 folder (--secrets-dir) and sets SPAWN_QUIC_DIR / SPAWN_CURVE_KEYS.',
     ].join('\n'),
     async run(args) {
       const flowFile = (args.flags.flow as string | undefined) ?? args.positional[0];

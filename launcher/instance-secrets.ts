@@ -20,6 +20,12 @@ export const SECRET_CONSUMERS: Record<string, string> = {
   quic: 'SPAWN_QUIC_DIR',
 };
 
+/** Single files of the secrets directory and the variable that names the file for its consumer. */
+export const SECRET_FILE_CONSUMERS: Record<string, string> = {
+  // The pipeline's CurveZMQ key pair (native/curve.ts reads it; launcher/ec2/curve-secrets.ts ships it).
+  'curve/curve-keys.json': 'SPAWN_CURVE_KEYS',
+};
+
 export class SecretsError extends Error {}
 
 export interface FetchedSecrets {
@@ -107,6 +113,9 @@ export async function fetchInstanceSecrets(spec: string, dir: string, client?: S
   const env: Record<string, string> = { SPAWN_SECRETS_DIR: dir };
   for (const [folder, variable] of Object.entries(SECRET_CONSUMERS)) {
     if (files.some((f) => f.startsWith(`${folder}/`))) env[variable] = path.join(dir, folder);
+  }
+  for (const [file, variable] of Object.entries(SECRET_FILE_CONSUMERS)) {
+    if (files.includes(file)) env[variable] = path.join(dir, ...file.split('/'));
   }
   return { dir, files: files.sort(), env };
 }

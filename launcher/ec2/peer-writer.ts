@@ -123,6 +123,8 @@ export interface WriterOptions {
    */
   secrets?: string;
   region?: string;
+  /** The pipeline's CurveZMQ public key: the peer file's curve_public_key, as the local launcher writes it. */
+  curvePublicKey?: string;
 }
 
 export interface WriterDeps {
@@ -159,6 +161,7 @@ export async function writePeerFiles(o: WriterOptions, deps: WriterDeps): Promis
     if (missing.length === 0 && self) {
       if (self.stage_id !== o.stageId) throw new Error(`this instance (${selfId}) is tagged stage ${self.stage_id}, its user data says ${o.stageId}`);
       const file = buildPeerFile(o.pipeline, peers, { stageId: self.stage_id, index: self.index });
+      if (o.curvePublicKey) file.curve_public_key = o.curvePublicKey;
       writeAtomic(o.out, `${JSON.stringify(file, null, 2)}\n`);
       if (o.hostfile) writeAtomic(o.hostfile, hostfile(file));
       const extra: Record<string, string> = o.secrets ? { SPAWN_SECRETS: `${o.secrets}/${self.index}`, ...(o.region ? { AWS_REGION: o.region } : {}) } : {};
@@ -239,6 +242,7 @@ export async function main(argv: string[]): Promise<number> {
         pollMs: Number(args.poll ?? 5) * 1000,
         secrets: args.secrets,
         region: args.region,
+        curvePublicKey: args['curve-public-key'],
       },
       {
         describe,

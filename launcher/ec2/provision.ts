@@ -21,6 +21,7 @@ import {
 import { Ec2InstanceState, Ec2State, writeEc2State } from './state';
 import { defaultPackageSpec, renderUserData, secretProblems, sizeProblem } from './user-data';
 import { pipelineDir } from '../local/state';
+import { addCurveSecrets, curveKeyFileText, flowUsesCurve, launchCurveKeys } from './curve-secrets';
 import { caDirOf, InstanceSecrets, launchSecretsPath, pipelineSecretsPath, quicInstanceSecrets, secretPathProblems, SecretStore, stageSecretsPath } from './secrets';
 
 /**
@@ -86,6 +87,17 @@ export interface LaunchContext {
    * flow uses QUIC. The user data then carries the parameters' path, never their values.
    */
   secrets?: SecretStore;
+  /**
+   * Which secrets the SecretStore ships: QUIC certificates and/or the CurveZMQ key file
+   * (curve-secrets.ts). Default: QUIC, plus Curve when the flow has a node with encryption curve.
+   */
+  secretKinds?: { quic: boolean; curve: boolean };
+}
+
+/** What `ctx.secrets` ships (see LaunchContext.secretKinds). */
+export function secretKindsOf(ctx: Pick<LaunchContext, 'input' | 'secrets' | 'secretKinds'>): { quic: boolean; curve: boolean } {
+  if (!ctx.secrets) return { quic: false, curve: false };
+  return ctx.secretKinds ?? { quic: true, curve: flowUsesCurve(ctx.input.flow) };
 }
 
 /** A launch that failed and was rolled back (or could not be completely). */
@@ -233,7 +245,7 @@ function checkAborted(signal: AbortSignal | undefined): void {
 }
 
 /** Everything that can be checked before the first call: options, secrets, each stage's user data and its size. */
-export function prepareLaunch(ctx: Pick<LaunchContext, 'input' | 'options' | 'region' | 'secrets'>): { plans: StagePlan[]; userData: Map<string, string>; launchToken: string; packageSpec: string } {
+export function prepareLaunch(ctx: Pick<LaunchContext, 'input' | 'options' | 'region' | 'secrets' | 'secretKinds'>, curvePublicKey?: string): { plans: StagePlan[]; userData: Map<string, string>; launchToken: string; packageSpec: string } {
   const { pipeline, flow } = ctx.input;
   const packageSpec = ctx.options.packageSpec ?? defaultPackageSpec();
   const problems = [...optionProblems(pipeline, ctx.options), ...secretProblems(pipeline, flow, packageSpec)];
@@ -242,14 +254,17 @@ export function prepareLaunch(ctx: Pick<LaunchContext, 'input' | 'options' | 're
   if (ctx.secrets) {
     problems.push(...secretPathProblems(pipeline.pipeline_id));
     if (!ctx.options.instanceProfile) {
-      problems.push('the flow uses QUIC: each instance reads its certificate from SSM Parameter Store with its instance profile: pass --instance-profile NAME (README, "QUIC on EC2", shows the policy)');
+      const kinds = secretKindsOf(ctx);
+      const what = [kinds.quic ? 'QUIC' : '', kinds.curve ? 'CurveZMQ encryption' : ''].filter(Boolean).join(' and ');
+      const reads = [kinds.quic ? 'its certificate' : '', kinds.curve ? 'the pipeline\'s CurveZMQ keys' : ''].filter(Boolean).join(' and ');
+      problems.push(`the flow uses ${what}: each instance reads ${reads} from SSM Parameter Store with its instance profile: pass --instance-profile NAME (README, "QUIC on EC2", shows the policy)`);
     }
   }
   const userData = new Map<string, string>();
   for (const p of plans) {
     try {
       const secretsPath = ctx.secrets ? stageSecretsPath(pipeline.pipeline_id, launchToken, p.stage.stage_id) : undefined;
-      const script = renderUserData({ pipeline, stage: p.stage, stageIndex: p.index, region: ctx.region, launchToken, packageSpec, flow, efa: p.efa, secretsPath });
+      const script = renderUserData({ pipeline, stage: p.stage, stageIndex: p.index, region: ctx.region, launchToken, packageSpec, flow, efa: p.efa, secretsPath, curvePublicKey });
       userData.set(p.stage.stage_id, script);
       const big = sizeProblem(p.stage.stage_id, script, flow);
       if (big) problems.push(big);
@@ -270,7 +285,10 @@ export async function provision(ctx: LaunchContext): Promise<Ec2State> {
   const { api, input, options, out } = ctx;
   const { pipeline } = input;
   const id = pipeline.pipeline_id;
-  const { plans, userData, launchToken, packageSpec } = prepareLaunch(ctx);
+  // CurveZMQ: one key pair per launch, in memory only; its public key goes in the user data (a dry run shows a placeholder).
+  const curveKeys = secretKindsOf(ctx).curve && !api.dryRun ? launchCurveKeys() : undefined;
+  const curvePublicKey = secretKindsOf(ctx).curve ? (curveKeys?.publicKey ?? '<curve public key: made at launch>') : undefined;
+  const { plans, userData, launchToken, packageSpec } = prepareLaunch(ctx, curvePublicKey);
   for (const [stageId, script] of userData) ctx.onUserData?.(stageId, script);
   const clusterGroup = clusterGroupName(pipeline);
   const state: Ec2State = {
@@ -323,7 +341,7 @@ export async function provision(ctx: LaunchContext): Promise<Ec2State> {
     }
     checkAborted(ctx.abortSignal);
 
-    if (ctx.secrets) await shipSecrets(ctx, state, plans);
+    if (ctx.secrets) await shipSecrets(ctx, state, plans, curveKeys ? curveKeyFileText(curveKeys) : undefined);
 
     const groupId = await createSecurityGroup(ctx, state, network);
     state.security_group_id = groupId;
@@ -417,14 +435,18 @@ export async function provision(ctx: LaunchContext): Promise<Ec2State> {
  * Store before any instance starts. ec2.json gets the path first, so a rollback after a partial
  * write deletes what was written; it never holds a value.
  */
-async function shipSecrets(ctx: LaunchContext, state: Ec2State, plans: StagePlan[]): Promise<void> {
+async function shipSecrets(ctx: LaunchContext, state: Ec2State, plans: StagePlan[], curveFile: string | undefined): Promise<void> {
   const id = state.pipeline_id;
+  const kinds = secretKindsOf(ctx);
   const slots = plans.map((p) => ({ stageId: p.stage.stage_id, count: p.stage.instance_count }));
   const caDir = caDirOf(pipelineDir(id, ctx.env));
   // A dry run makes no CA and no key: it shows the calls with the values left out.
-  const secrets: InstanceSecrets[] = ctx.api.dryRun
-    ? slots.flatMap((s) => Array.from({ length: s.count }, (_, index) => ({ stageId: s.stageId, index, files: { 'quic/ca.pem': '', 'quic/cert.pem': '', 'quic/key.pem': '' } })))
-    : quicInstanceSecrets(caDir, id, slots);
+  let secrets: InstanceSecrets[] = !kinds.quic
+    ? []
+    : ctx.api.dryRun
+      ? slots.flatMap((s) => Array.from({ length: s.count }, (_, index) => ({ stageId: s.stageId, index, files: { 'quic/ca.pem': '', 'quic/cert.pem': '', 'quic/key.pem': '' } })))
+      : quicInstanceSecrets(caDir, id, slots);
+  if (kinds.curve) secrets = addCurveSecrets(secrets, slots, curveFile ?? '');
   state.secrets_path = launchSecretsPath(id, state.launch_token);
   save(ctx, state);
   try {
@@ -434,7 +456,9 @@ async function shipSecrets(ctx: LaunchContext, state: Ec2State, plans: StagePlan
     state.secret_parameters = [...ctx.secrets!.written];
     save(ctx, state);
   }
-  ctx.out.info(`  QUIC certificates: ${secrets.length} instance${secrets.length === 1 ? '' : 's'}, SecureString parameters under ${state.secrets_path}/ (the CA key stays in ${caDir})`);
+  const n = `${secrets.length} instance${secrets.length === 1 ? '' : 's'}`;
+  if (kinds.quic) ctx.out.info(`  QUIC certificates: ${n}, SecureString parameters under ${state.secrets_path}/ (the CA key stays in ${caDir})`);
+  if (kinds.curve) ctx.out.info(`  CurveZMQ keys: ${n}, SecureString parameters under ${state.secrets_path}/ (the secret key is kept nowhere else)`);
 }
 
 /** Instances as last described, merged with what the launch knew (stage and index). */

@@ -51,7 +51,7 @@ export const instanceSecretsPath = (pipelineId: string, launchToken: string, sta
 
 /** Problems with a pipeline id as a level of a parameter name (SSM allows a-z A-Z 0-9 _ . -). */
 export function secretPathProblems(pipelineId: string): string[] {
-  return NAME_PART.test(pipelineId) ? [] : [`pipeline id "${pipelineId}": the QUIC certificates go to SSM Parameter Store under ${SECRETS_ROOT}/<pipeline id>/, whose names allow only letters, digits, "_", "." and "-": choose another id (--pipeline-id)`];
+  return NAME_PART.test(pipelineId) ? [] : [`pipeline id "${pipelineId}": the instances' secrets (QUIC certificates, CurveZMQ keys) go to SSM Parameter Store under ${SECRETS_ROOT}/<pipeline id>/, whose names allow only letters, digits, "_", "." and "-": choose another id (--pipeline-id)`];
 }
 
 /**

@@ -72,6 +72,8 @@ export interface UserDataInput {
    * ships any: only the path travels here; the peer writer appends the instance's index.
    */
   secretsPath?: string;
+  /** The pipeline's CurveZMQ public key (public by design), for the peer file; the secret key goes through SSM. */
+  curvePublicKey?: string;
 }
 
 /** Heredoc delimiters: a stage command containing one on a line of its own is refused. */
@@ -264,6 +266,7 @@ export function renderUserData(u: UserDataInput): string {
     'node "$PACKAGE_DIR/dist/launcher/ec2/peer-writer.js" --pipeline /etc/spawn/pipeline.json --stage "$STAGE_ID" \\',
     `  --launch "$LAUNCH" --region "$REGION" --timeout ${PEER_WAIT_SECONDS} \\`,
     ...(u.secretsPath ? [`  --secrets ${q(`ssm:${u.secretsPath}`)} \\`] : []),
+    ...(u.curvePublicKey ? [`  --curve-public-key ${q(u.curvePublicKey)} \\`] : []),
     '  --out /etc/spawn/pipeline-peers.json --hostfile /etc/spawn/hostfile --env-out /etc/spawn/pipeline.env',
     '',
     'chown -R spawn-red: "$WORK"',

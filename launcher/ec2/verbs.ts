@@ -15,6 +15,7 @@ import { flowUsesQuic } from '../local/quic-certs';
 
 import type { SSMClient } from '@aws-sdk/client-ssm';
 import { makeSsmClient, SecretStore } from './secrets';
+import { flowUsesCurve } from './curve-secrets';
 
 /**
  * The ec2 provider's verbs, as cli.ts dispatches them: `launch --provider ec2`, and `status`,
@@ -190,8 +191,10 @@ export async function ec2LaunchCommand(args: ParsedArgs, deps: Ec2VerbDeps = {})
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   const userData: Array<[string, string]> = [];
-  // A flow with QUIC gets a certificate per instance through SSM Parameter Store (secrets.ts).
-  const secrets = flowUsesQuic(input.flow)
+  // A flow with QUIC gets a certificate per instance through SSM Parameter Store (secrets.ts), one
+  // with CurveZMQ encryption the pipeline's key file (curve-secrets.ts).
+  const secretKinds = { quic: flowUsesQuic(input.flow), curve: flowUsesCurve(input.flow) };
+  const secrets = secretKinds.quic || secretKinds.curve
     ? new SecretStore({ client: dryRun ? deps.ssm : (deps.ssm ?? makeSsmClient(region)), dryRun, print, kmsKeyId: flagString(args, 'kms-key'), pipelineId: id })
     : undefined;
   try {
@@ -205,6 +208,7 @@ export async function ec2LaunchCommand(args: ParsedArgs, deps: Ec2VerbDeps = {})
       abortSignal: abort.signal,
       onUserData: (stage, script) => userData.push([stage, script]),
       secrets,
+      secretKinds,
     });
     if (dryRun) {
       print(`\n${api.log.length} calls; user data: ${userData.map(([s, u]) => `${s} ${Buffer.byteLength(u)} bytes`).join(', ')} (limit 16384)`);
@@ -213,7 +217,10 @@ export async function ec2LaunchCommand(args: ParsedArgs, deps: Ec2VerbDeps = {})
     }
     fs.writeFileSync(path.join(pipelineDir(id), 'pipeline.json'), pipelineJson(input.pipeline));
     out.info(statusTable(state));
-    if (state.secrets_path) out.info(`QUIC: each instance reads its certificate from SSM Parameter Store (${state.secrets_path}/<stage>/<index>/) at start; spawn-red down deletes them.`);
+    if (state.secrets_path) {
+      const what = [secretKinds.quic ? 'its QUIC certificate' : '', secretKinds.curve ? 'the CurveZMQ keys' : ''].filter(Boolean).join(' and ');
+      out.info(`Secrets: each instance reads ${what} from SSM Parameter Store (${state.secrets_path}/<stage>/<index>/) at start; spawn-red down deletes them.`);
+    }
     out.info(
       [
         '',
