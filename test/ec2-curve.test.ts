@@ -1,7 +1,6 @@
 import { strict as assert } from 'assert';
-import { ChildProcess, spawn, spawnSync } from 'child_process';
+import { spawn } from 'child_process';
 import * as fs from 'fs';
-import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
 import { DescribeInstanceAttributeCommand, EC2Client } from '@aws-sdk/client-ec2';
@@ -13,6 +12,8 @@ import { ec2DownCommand, ec2LaunchCommand } from '../launcher/ec2/verbs';
 import { fetchInstanceSecrets } from '../launcher/instance-secrets';
 import { curveSocketOptions, makeKeys, pipelineKeys } from '../native/curve';
 import { loadPeerFile } from '../native/peers';
+import { hasMoto, Moto, MOTO_INSTALL, startMoto } from './support/moto';
+import { freePort } from './support/ports';
 import { requireSystem } from './support/system';
 
 /**
@@ -27,32 +28,6 @@ const REGION = 'us-east-1';
 const CREDS = { accessKeyId: 'testing', secretAccessKey: 'testing' };
 const FAST = { retry: { attempts: 3, baseMs: 5, capMs: 20 }, wait: { minDelay: 0.05, maxDelay: 0.2, maxWaitTime: 20 } };
 const ID = 'curve-ec2';
-
-const hasMoto = () => spawnSync('sh', ['-c', 'command -v moto_server'], { stdio: 'ignore' }).status === 0;
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
-
-async function waitForHttp(url: string, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      await fetch(url);
-      return;
-    } catch {
-      if (Date.now() > deadline) throw new Error(`${url} did not answer within ${timeoutMs} ms`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-}
 
 /** A two-stage flow whose push/pull pair is encrypted (TCP transport: no QUIC certificates). */
 function curveFlow(): unknown[] {
@@ -74,7 +49,7 @@ const mode = (f: string) => fs.statSync(f).mode & 0o777;
 
 describe('CurveZMQ keys for EC2 instances through SSM Parameter Store (moto on 127.0.0.1)', function () {
   this.timeout(60_000);
-  let moto: ChildProcess | undefined;
+  let moto: Moto | undefined;
   let motoUrl = '';
   let home: string;
   let ec2: EC2Client;
@@ -84,11 +59,9 @@ describe('CurveZMQ keys for EC2 instances through SSM Parameter Store (moto on 1
   let launched: { state: Ec2State; publicKey: string; secretKey: string; userData: Map<string, string> } | undefined;
 
   before(async function () {
-    requireSystem(this, 'moto (its emulator moto_server)', hasMoto(), "pip install 'moto[server]'");
-    const port = await freePort();
-    moto = spawn('moto_server', ['-H', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
-    motoUrl = `http://127.0.0.1:${port}`;
-    await waitForHttp(`${motoUrl}/moto-api/`, 30_000);
+    requireSystem(this, 'moto (its emulator moto_server)', hasMoto(), MOTO_INSTALL);
+    moto = await startMoto();
+    motoUrl = moto.url;
     quietSdkNotice();
     home = fs.mkdtempSync(path.join(os.tmpdir(), 'spawn-red-ec2-curve-'));
     // The verbs keep their state under SPAWN_RED_HOME (process.env: they run in this process).
@@ -96,12 +69,8 @@ describe('CurveZMQ keys for EC2 instances through SSM Parameter Store (moto on 1
     process.env.SPAWN_RED_HOME = home;
     ec2 = new EC2Client({ region: REGION, endpoint: motoUrl, credentials: CREDS });
     ssm = new SSMClient({ region: REGION, endpoint: motoUrl, credentials: CREDS });
-    const iam = await fetch(`${motoUrl}/`, {
-      method: 'POST',
-      body: new URLSearchParams({ Action: 'CreateInstanceProfile', InstanceProfileName: 'spawn-red-peers', Version: '2010-05-08' }),
-      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: 'AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0' },
-    });
-    assert.equal(iam.status, 200, await iam.text());
+    // moto checks that a launch's instance profile exists.
+    await moto.createInstanceProfile('spawn-red-peers');
   });
 
   after(async function () {
@@ -109,11 +78,7 @@ describe('CurveZMQ keys for EC2 instances through SSM Parameter Store (moto on 1
     else process.env.SPAWN_RED_HOME = savedHome;
     ec2?.destroy();
     ssm?.destroy();
-    if (moto && moto.exitCode === null) {
-      const exited = new Promise((r) => moto!.once('exit', r));
-      moto.kill('SIGTERM');
-      await exited;
-    }
+    await moto?.stop();
     if (home) fs.rmSync(home, { recursive: true, force: true });
   });
 

@@ -1,5 +1,5 @@
 import { strict as assert } from 'assert';
-import { ChildProcess, spawn, spawnSync } from 'child_process';
+import { spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as http from 'http';
 import * as net from 'net';
@@ -7,6 +7,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { CreateKeyPairCommand, DescribeInstancesCommand, DescribeSecurityGroupsCommand, EC2Client, Instance } from '@aws-sdk/client-ec2';
 import { quietSdkNotice } from '../launcher/ec2/api';
+import { hasMoto, Moto, MOTO_INSTALL, startMoto } from './support/moto';
 import { requireSystem } from './support/system';
 
 /**
@@ -24,34 +25,6 @@ import { requireSystem } from './support/system';
 
 const CLI = path.resolve(__dirname, '..', '..', 'bin', 'spawn-red.js');
 const REGION = 'us-east-1';
-
-function hasMoto(): boolean {
-  return spawnSync('sh', ['-c', 'command -v moto_server'], { stdio: 'ignore' }).status === 0;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
-
-async function waitForHttp(url: string, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      await fetch(url);
-      return;
-    } catch {
-      if (Date.now() > deadline) throw new Error(`${url} did not answer within ${timeoutMs} ms`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-}
 
 interface PlacementGroup {
   name: string;
@@ -87,7 +60,7 @@ function indexed(params: URLSearchParams, prefix: string): Array<Record<string, 
 }
 
 class Harness {
-  moto?: ChildProcess;
+  moto?: Moto;
   server?: http.Server;
   motoUrl = '';
   url = '';
@@ -97,10 +70,8 @@ class Harness {
   failStage?: string;
 
   async start(): Promise<void> {
-    const motoPort = await freePort();
-    this.moto = spawn('moto_server', ['-H', '127.0.0.1', '-p', String(motoPort)], { stdio: 'ignore' });
-    this.motoUrl = `http://127.0.0.1:${motoPort}`;
-    await waitForHttp(`${this.motoUrl}/moto-api/`, 30_000);
+    this.moto = await startMoto();
+    this.motoUrl = this.moto.url;
     this.server = http.createServer((req, res) => this.handle(req, res));
     await new Promise<void>((r) => this.server!.listen(0, '127.0.0.1', r));
     this.url = `http://127.0.0.1:${(this.server.address() as net.AddressInfo).port}`;
@@ -108,11 +79,7 @@ class Harness {
 
   async stop(): Promise<void> {
     await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
-    if (this.moto && this.moto.exitCode === null) {
-      const exited = new Promise((r) => this.moto!.once('exit', r));
-      this.moto.kill('SIGTERM');
-      await exited;
-    }
+    await this.moto?.stop();
   }
 
   actions(): string[] {
@@ -301,7 +268,7 @@ describe('ec2 provider against moto (EC2 emulator on 127.0.0.1)', function () {
   this.timeout(90_000);
 
   before(async function () {
-    requireSystem(this, 'moto (its EC2 emulator moto_server)', hasMoto(), "pip install 'moto[server]'");
+    requireSystem(this, 'moto (its EC2 emulator moto_server)', hasMoto(), MOTO_INSTALL);
     await h.start();
     home = fs.mkdtempSync(path.join(os.tmpdir(), 'spawn-red-ec2-moto-'));
     env = { ...process.env };
