@@ -14,6 +14,8 @@ export type StreamErrorCode =
   | 'EHOSTUNREACH' // a router reply names an identity that is not connected
   | 'EENCODE' // a payload cannot be encoded (e.g. circular object)
   | 'ECLOSED' // the node closed before the message could be sent
+  | 'EPEERGONE' // a connected peer went away without saying goodbye (RDMA: what was in flight to it may be lost)
+  | 'EFABRIC' // libfabric refused or failed an operation (RDMA)
   | 'ESEND'; // any other send failure
 
 export class StreamError extends Error {

@@ -223,7 +223,8 @@ export class Endpoint {
 
   /**
    * Drives progress and returns what completed (at most 16 per call; empty when nothing did).
-   * Never blocks. A failed operation throws a FabricError with the provider's reason.
+   * Never blocks. A failed operation throws a FabricError with the provider's reason and, in
+   * `op`, the operation (its buffer is the caller's again); the next poll() carries on.
    */
   poll(): Completion[] {
     const n = Number(koffi.call(this.cqReadFn, proto.cq_read, this.cq, this.cqBuf, CQ_BATCH));
@@ -257,7 +258,8 @@ export class Endpoint {
       const ctx = readPtr(entry, off('fi_cq_err_entry', 'op_context'));
       const p = ctx ? this.take(ctx) : undefined;
       const what = p ? `fi_${p.kind} (tag ${p.tag})` : 'fi_cq_read';
-      throw new FabricError(what, err, `${what} failed: ${libfabric().strerror(err)} (-${err}, provider error ${readI32(entry, off('fi_cq_err_entry', 'prov_errno'))})`);
+      const op = p ? { kind: p.kind, tag: p.tag, buffer: p.buffer, len: p.len } : undefined;
+      throw new FabricError(what, err, `${what} failed: ${libfabric().strerror(err)} (-${err}, provider error ${readI32(entry, off('fi_cq_err_entry', 'prov_errno'))})`, op);
     } finally {
       free(entry);
     }

@@ -20,6 +20,8 @@ export class FabricError extends Error {
     readonly fn: string,
     readonly code: number,
     message: string,
+    /** For a failed operation read from a completion queue: what it was (its buffer is free again). */
+    readonly op?: { kind: 'send' | 'recv'; tag: number; buffer: unknown; len: number },
   ) {
     super(message);
     this.name = 'FabricError';
