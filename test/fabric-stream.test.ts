@@ -144,7 +144,6 @@ describe('fabric streams (credits, chunks, side channel) over real libfabric', f
         assert.strictEqual(s.outOfOrder, 0);
         assert.strictEqual(s.hash, sent.hash, 'checksum of the received bytes differs from the sent');
         assert.deepStrictEqual(got.problems, []);
-        console.log(`      ${got.ms === undefined ? '' : `${((count * size) / 1e6 / ((got.ms as number) / 1000)).toFixed(0)} MB/s at the receiver`}`);
       });
 
       it('100,000 small messages arrive complete, in order, byte-identical', async function () {

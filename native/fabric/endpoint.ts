@@ -207,6 +207,8 @@ export class Endpoint {
   }
 
   private post(kind: 'send' | 'recv', fn: bigint, type: typeof proto.send, peer: bigint, b: NativeBuffer, tag: number, len: number): boolean {
+    // After close() the function pointers point into freed provider memory: a call would crash.
+    if (!this.ep) throw new FabricError(kind === 'send' ? 'fi_send' : 'fi_recv', 9, 'the fabric endpoint is closed');
     const slot = this.idle.pop();
     if (slot === undefined) return false; // depth reached: poll, then post again
     const ctx = this.contexts + BigInt(slot * CONTEXT);
@@ -227,6 +229,7 @@ export class Endpoint {
    * `op`, the operation (its buffer is the caller's again); the next poll() carries on.
    */
   poll(): Completion[] {
+    if (!this.cq) throw new FabricError('fi_cq_read', 9, 'the fabric endpoint is closed');
     const n = Number(koffi.call(this.cqReadFn, proto.cq_read, this.cq, this.cqBuf, CQ_BATCH));
     if (n === -C.FI_EAGAIN) return [];
     if (n === -C.FI_EAVAIL) this.throwCqError();

@@ -5,16 +5,21 @@
  * turn runs `step` (a bounded amount of work) and yields: while work keeps coming it runs again
  * on the next turn of the loop (setImmediate, so I/O and other nodes interleave); after
  * SPIN_TURNS turns without work it backs off with timers doubling from 1 ms to `idleMs` (a few
- * timer wakeups a second when idle: nothing measurable). `kick()` ends a back-off at once: the
+ * timer wakeups a second when idle: nothing measurable). While operations are in flight it keeps
+ * turning for BUSY_SPIN_MS after the last completion: with the tcp provider bytes move only when
+ * both ends poll, and a 1 ms timer per round trip would cap the rate far below the link's. `kick()` ends a back-off at once: the
  * side channel calls it when credits or a wake-up arrive, and the sender when it has data.
  */
 
 const SPIN_TURNS = 64;
+/** While operations are in flight, keep turning (no timers) this long after the last work. */
+const BUSY_SPIN_MS = 10;
 
 export class Progress {
   private immediate: NodeJS.Immediate | undefined;
   private timer: NodeJS.Timeout | undefined;
   private emptyTurns = 0;
+  private lastWorkAt = 0;
   private stopped = false;
 
   constructor(
@@ -48,13 +53,16 @@ export class Progress {
     if (this.stopped) return;
     const work = this.step();
     if (this.stopped) return;
-    if (work > 0) this.emptyTurns = 0;
-    else this.emptyTurns++;
-    if (this.emptyTurns < SPIN_TURNS) {
+    const busy = this.busy();
+    if (work > 0) {
+      this.emptyTurns = 0;
+      this.lastWorkAt = Date.now();
+    } else this.emptyTurns++;
+    if (this.emptyTurns < SPIN_TURNS || (busy && Date.now() - this.lastWorkAt < BUSY_SPIN_MS)) {
       this.immediate = setImmediate(this.run);
       return;
     }
-    const cap = this.busy() ? this.busyMs : this.idleMs;
+    const cap = busy ? this.busyMs : this.idleMs;
     const delay = Math.min(cap, 2 ** Math.min(this.emptyTurns - SPIN_TURNS, 10));
     this.timer = setTimeout(this.run, delay);
     this.timer.unref();

@@ -77,13 +77,15 @@ export interface FabricStream {
 
 export const DEFAULT_CHUNK_BYTES = 256 * 1024;
 const DEFAULT_SEND_BUFFERS = 32;
-const DEFAULT_CREDITS = 16;
+const DEFAULT_CREDITS = 32;
 const DEFAULT_BATCH_BYTES = 64 * 1024;
 const DETACH_BYTES = 16 * 1024;
 /** Completion-queue reads per progress step (16 completions each) before yielding. */
 const POLLS_PER_STEP = 8;
 /** A sender pausing this long sends a wake-up with its next chunk (the receiver may be backing off). */
 const WAKE_AFTER_MS = 2;
+/** A receiver that had a chunk this recently polls at least every millisecond. */
+const RECENT_MS = 200;
 /** Most receive buffers one input side keeps posted. */
 const MAX_POSTED = 1024;
 
@@ -261,7 +263,7 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
 
   function step(): number {
     let work = 0;
-    for (let i = 0; i < POLLS_PER_STEP; i++) {
+    for (let i = 0; i < POLLS_PER_STEP && !closed; i++) {
       let done: Completion[];
       try {
         done = ep.poll();
@@ -282,7 +284,7 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
     return work + pump();
   }
 
-  const progress = new Progress(step, () => inFlight > 0);
+  const progress = new Progress(step, () => inFlight > 0 || jobs.length > 0);
 
   function dropPeer(p: OutPeer, why?: string): void {
     if (!p.alive) return;
@@ -524,6 +526,7 @@ export function openFabricIn(cfg: FabricInConfig, handlers: FabricHandlers): Fab
   };
 
   function post(b: NativeBuffer, sender: number): boolean {
+    if (closed) return false;
     if (ep.postRecv(b, 0)) return true;
     toPost.push({ b, sender });
     return false;
@@ -572,6 +575,7 @@ export function openFabricIn(cfg: FabricInConfig, handlers: FabricHandlers): Fab
   }
 
   function onChunk(c: Completion): void {
+    lastChunkAt = Date.now();
     const buf = c.buffer.buf;
     const s = c.len >= CHUNK_HEADER ? senders.get(buf.readUInt32LE(0)) : undefined;
     // Chunks from a sender already gone are dropped (at most once): the buffer is posted again.
@@ -594,7 +598,7 @@ export function openFabricIn(cfg: FabricInConfig, handlers: FabricHandlers): Fab
       return;
     }
     let next: Completion | undefined = c;
-    while (next) {
+    while (next && !closed) {
       consume(s, next);
       s.expectSeq = (s.expectSeq + 1) >>> 0;
       next = s.held.get(s.expectSeq);
@@ -626,7 +630,7 @@ export function openFabricIn(cfg: FabricInConfig, handlers: FabricHandlers): Fab
       credit(sender);
       work++;
     }
-    for (let i = 0; i < POLLS_PER_STEP; i++) {
+    for (let i = 0; i < POLLS_PER_STEP && !closed; i++) {
       let done: Completion[];
       try {
         done = ep.poll();
@@ -638,11 +642,18 @@ export function openFabricIn(cfg: FabricInConfig, handlers: FabricHandlers): Fab
         continue;
       }
       if (done.length === 0) break;
-      for (const c of done) if (c.kind === 'recv') onChunk(c);
+      for (const c of done) {
+        // A message handler may close this stream (and its endpoint) while we are here.
+        if (closed) return work;
+        if (c.kind === 'recv') onChunk(c);
+      }
       work += done.length;
     }
+    if (closed) return work;
+    // Credits go back in batches (a TCP write each): a quarter of the window at a time, or at
+    // once when the sender may be running short (what it holds plus what is in flight is low).
     for (const s of senders.values()) {
-      if (s.owed > 0) {
+      if (s.owed > 0 && (s.owed >= credits / 4 || s.granted - s.received < credits / 2)) {
         s.channel.send({ t: 'credit', n: s.owed });
         s.granted += s.owed;
         s.owed = 0;
@@ -651,7 +662,10 @@ export function openFabricIn(cfg: FabricInConfig, handlers: FabricHandlers): Fab
     return work;
   }
 
-  const progress = new Progress(step, () => false, 100);
+  // Recently active (a chunk in the last RECENT_MS): back off to 1 ms at most, as data is likely
+  // on its way; quiet longer: up to 100 ms, and the sender's wake-up ends the back-off.
+  let lastChunkAt = 0;
+  const progress = new Progress(step, () => Date.now() - lastChunkAt < RECENT_MS, 100);
 
   function connect(target: { host: string; port: number }): void {
     const name = `${target.host}:${target.port}`;
