@@ -1,11 +1,11 @@
 import assert from 'assert';
 import { ChildProcess, fork } from 'child_process';
 import crypto from 'crypto';
-import fs from 'fs';
 import path from 'path';
 import { freePort } from './support/ports';
 import { requireSystem } from './support/system';
 import { makePayload } from './support/fabric-stream-peer';
+import { hasLibfabric } from './support/libfabric';
 
 /**
  * Message streams over real libfabric (tcp and shm providers) between child processes
@@ -15,13 +15,6 @@ import { makePayload } from './support/fabric-stream-peer';
 
 const PEER = path.join(__dirname, 'support', 'fabric-stream-peer.js');
 const INSTALL = 'apt-get install libfabric1';
-
-export function hasLibfabric(): boolean {
-  return (
-    ['/usr/lib/x86_64-linux-gnu/libfabric.so.1', '/opt/amazon/efa/lib64/libfabric.so.1', '/opt/amazon/efa/lib/libfabric.so.1'].some((p) => fs.existsSync(p)) ||
-    !!process.env.SPAWN_LIBFABRIC
-  );
-}
 
 type Reply = Record<string, unknown>;
 

@@ -1,7 +1,7 @@
 import koffi from 'koffi';
 import { CONSTANTS as C, off, size } from './layout';
 import {
-  FabricError, API_VERSION, allocZero, check, close, cString, free, libfabric, opCall, opSlot, proto,
+  FabricError, API_VERSION, allocZero, check, close, cString, free, libfabric, opCall, opSlot, proto, reclaimSignals,
   readI32, readPtr, readStr, readU64, writeI32, writeU64,
 } from './lib';
 
@@ -315,6 +315,7 @@ function getinfo(provider: Provider): bigint {
     writeU64(readPtr(hints, off('fi_info', 'fabric_attr')), off('fi_fabric_attr', 'prov_name'), cString(PROVIDER_NAMES[provider]));
 
     const rc = lib.getinfo(API_VERSION, null, null, 0n, hints, out);
+    reclaimSignals();
     if (rc === -C.FI_ENODATA) {
       const why = provider === 'efa' ? 'no EFA device' : `libfabric at ${lib.path} has no usable ${PROVIDER_NAMES[provider]} provider`;
       throw new FabricError('fi_getinfo', C.FI_ENODATA, `provider ${provider} not available: ${why} (fi_getinfo: ${lib.strerror(C.FI_ENODATA)})`);
