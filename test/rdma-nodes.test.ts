@@ -163,4 +163,31 @@ describe('rdma out → efa in between two Node-RED runtimes in separate processe
       }
     });
   }
+
+  it('without libfabric: auto falls back to ZeroMQ on both ends and messages flow; tcp says libfabric is not installed', async function () {
+    const N = 2000;
+    const [port, other] = [await freePort(), await freePort()];
+    const env = { SPAWN_LIBFABRIC: '/nonexistent/libfabric.so.1' };
+    const producer = tabFlow('producer', [
+      { id: 'src', type: 'seq-source', count: N, size: 100, kind: 'buffer', window: 256, startDelay: 500, wires: [['out']] },
+      { id: 'out', type: 'spawn-rdma-out', addr: '127.0.0.1', port },
+      { id: 'strict', type: 'spawn-rdma-out', provider: 'tcp', addr: '127.0.0.1', port: other },
+    ]);
+    const consumer = tabFlow('consumer', [
+      { id: 'in', type: 'spawn-efa-in', endpoints: `tcp://127.0.0.1:${port}`, wires: [['sink']] },
+      { id: 'sink', type: 'seq-sink', expect: N, label: 'sink' },
+    ]);
+    const c = await startChildRuntime(consumer, 'nofabric-consumer', { env });
+    const p = await startChildRuntime(producer, 'nofabric-producer', { env });
+    try {
+      const r = await c.waitForReport((x) => x.done, 60_000);
+      assert.deepEqual([r.count, r.outOfOrder], [N, 0]);
+      assert.match(p.output(), /libfabric is not installed: looked in \/nonexistent\/libfabric\.so\.1 .*; provider auto falls back to ZeroMQ over TCP \(push, listening on port \d+\)/);
+      assert.match(c.output(), /provider auto falls back to ZeroMQ over TCP \(pull, connecting to tcp:\/\/127\.0\.0\.1:\d+\)/);
+      assert.match(p.output(), /\[error\] \[spawn-rdma-out:strict\] libfabric is not installed: looked in \/nonexistent\/libfabric\.so\.1 .*apt-get install libfabric1/);
+    } finally {
+      assert.equal(await p.stop(10_000), 0, `producer exit code\n${p.output()}`);
+      assert.equal(await c.stop(10_000), 0, `consumer exit code\n${c.output()}`);
+    }
+  });
 });
