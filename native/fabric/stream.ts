@@ -75,10 +75,9 @@ export interface FabricStream {
   close(lingerMs: number): Promise<number>;
 }
 
-export const DEFAULT_CHUNK_BYTES = 256 * 1024;
-const DEFAULT_SEND_BUFFERS = 32;
-const DEFAULT_CREDITS = 32;
-const DEFAULT_BATCH_BYTES = 64 * 1024;
+export const DEFAULT_CHUNK_BYTES = 1024 * 1024 + 64 * 1024;
+const DEFAULT_SEND_BUFFERS = 16;
+const DEFAULT_CREDITS = 16;
 const DETACH_BYTES = 16 * 1024;
 /** Completion-queue reads per progress step (16 completions each) before yielding. */
 const POLLS_PER_STEP = 8;
@@ -255,9 +254,15 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
   }
 
   function sendDone(c: { tag: number; buffer: unknown }): void {
+    const p = peers.get(c.tag);
+    if (p && !p.alive) {
+      // A late completion for a receiver that went away: its buffer was replaced when it went.
+      ep.releaseBuffer(c.buffer as NativeBuffer);
+      if (--p.inFlight <= 0) peers.delete(p.serial);
+      return;
+    }
     idle.push(c.buffer as NativeBuffer);
     inFlight--;
-    const p = peers.get(c.tag);
     if (p) p.inFlight--;
   }
 
@@ -293,8 +298,14 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
     p.ready = false;
     ring = ring.filter((x) => x !== p);
     rr = ring.length ? rr % ring.length : 0;
-    // Its send completions may still come back (or fail); keep it findable by serial until then.
+    // Chunks in flight to it may never complete (shm: nobody will read them) and their buffers
+    // stay the provider's: new buffers take their place, so the other receivers are not starved.
+    // Completions that do come back later are recognised by serial and their buffers released.
     if (p.inFlight === 0) peers.delete(p.serial);
+    else if (!closed) {
+      for (let i = 0; i < p.inFlight; i++) idle.push(ep.allocBuffer(chunkBytes));
+      inFlight -= p.inFlight;
+    }
     if (wasReady && why && !closed) {
       const lost = p.inFlight > 0 ? `; up to ${plural(p.inFlight, 'chunk')} in flight to it may be lost` : '';
       handlers.problem(new StreamError('EPEERGONE', `receiver ${p.name} on ${where} is gone (${why})${lost}`));
@@ -401,8 +412,11 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
     {
       format: cfg.format,
       batch: cfg.batch && cfg.format === 'spawn',
-      batchBytes: Math.min(DEFAULT_BATCH_BYTES, chunkBytes - CHUNK_HEADER - 12),
-      detachBytes: DETACH_BYTES,
+      // Credits count chunks, so a chunk should carry as much as it can: small and medium
+      // messages are batched up to a chunk (one more copy, far cheaper than a round trip per
+      // message); only those of half a chunk or more travel alone, uncopied until the chunk.
+      batchBytes: chunkBytes - CHUNK_HEADER - 8,
+      detachBytes: Math.max(DETACH_BYTES, Math.floor(chunkBytes / 2)),
       maxMessageSize: cfg.maxMessageSize,
       highWater: cfg.highWater,
       queueLimit: cfg.queueLimit,
@@ -512,7 +526,9 @@ export function openFabricIn(cfg: FabricInConfig, handlers: FabricHandlers): Fab
   const sockets = new Set<net.Socket>();
   // Raw framing does not apply here (the fabric carries whole messages): spawn or raw payloads.
   const decodeOpts = { format: cfg.format, envelope: 0 as const, optionalEnvelope: false, maxMessageSize: cfg.maxMessageSize };
-  const maxBytes = cfg.maxMessageSize > 0 ? cfg.maxMessageSize + DEFAULT_BATCH_BYTES + 4096 : 0;
+  // A transport message is at most a batch of a chunk's size, or one payload with its headers:
+  // refuse (and skip, never buffer) only what is over both; the decoder then judges each payload.
+  const maxBytes = cfg.maxMessageSize > 0 ? cfg.maxMessageSize + chunkBytes + 4096 : 0;
 
   const readyCount = () => [...senders.values()].filter((s) => s.ready).length;
   const report = () => {
