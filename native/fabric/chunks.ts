@@ -68,6 +68,24 @@ export class MessageCursor {
   }
 }
 
+/**
+ * The frames of a message that a chunk holds whole (preamble and every byte, nothing more), as
+ * views into the chunk: for handing a receive buffer out without copying. Null otherwise.
+ */
+export function wholeMessage(data: Buffer): Buffer[] | null {
+  if (data.length < 4) return null;
+  const count = data.readUInt32LE(0);
+  if (count < 1 || count > MAX_FRAMES || data.length < 4 + 4 * count) return null;
+  let at = 4 + 4 * count;
+  const frames: Buffer[] = [];
+  for (let i = 0; i < count; i++) {
+    const n = data.readUInt32LE(4 + 4 * i);
+    frames.push(data.subarray(at, at + n));
+    at += n;
+  }
+  return at === data.length ? frames : null;
+}
+
 export type Reassembled = { frames: Buffer[] } | { refused: number } | { bad: string } | null;
 
 /**
@@ -85,6 +103,11 @@ export class Reassembler {
   private total = 0;
 
   constructor(private readonly maxBytes: number) {}
+
+  /** No message is half-built: the next chunk starts one. */
+  get atStart(): boolean {
+    return this.remaining === 0;
+  }
 
   /** Takes the data of the next chunk (header removed); returns a message when one completes. */
   push(data: Buffer): Reassembled {

@@ -5,7 +5,7 @@ import { decodeReceived } from '../receiver';
 import { Format, SendCallback, Sender } from '../sender';
 import type { StreamStats, StreamStatus } from '../zmq';
 import { Channel, CHANNEL_VERSION, ChannelMessage } from './channel';
-import { CHUNK_HEADER, MessageCursor, Reassembler, writeChunkHeader } from './chunks';
+import { CHUNK_HEADER, MessageCursor, Reassembler, wholeMessage, writeChunkHeader } from './chunks';
 import { Completion, Endpoint, NativeBuffer, openEndpoint, Provider } from './endpoint';
 import { FabricError } from './lib';
 import { Progress } from './progress';
@@ -34,7 +34,7 @@ export interface FabricCommonConfig {
   format: Format;
   /** Largest payload in bytes; 0 for no limit. */
   maxMessageSize: number;
-  /** Bytes per chunk, header included: the receive buffers' size (default 256 KiB). */
+  /** Bytes per chunk, header included: the receive buffers' size (default 1 MiB + 64 KiB). */
   chunkBytes?: number;
 }
 
@@ -45,7 +45,7 @@ export interface FabricOutConfig extends FabricCommonConfig {
   highWater: number;
   queueLimit: number;
   batch: boolean;
-  /** Send buffers (chunks in flight at once, over all receivers; default 32). */
+  /** Send buffers (chunks in flight at once, over all receivers; default 16). */
   sendBuffers?: number;
   /** Milliseconds without a receiver, while messages wait, before ENOPEER (default 5000). */
   noPeerMs?: number;
@@ -76,8 +76,8 @@ export interface FabricStream {
 }
 
 export const DEFAULT_CHUNK_BYTES = 1024 * 1024 + 64 * 1024;
-const DEFAULT_SEND_BUFFERS = 16;
-const DEFAULT_CREDITS = 16;
+const DEFAULT_SEND_BUFFERS = 32;
+const DEFAULT_CREDITS = 32;
 const DETACH_BYTES = 16 * 1024;
 /** Completion-queue reads per progress step (16 completions each) before yielding. */
 const POLLS_PER_STEP = 8;
@@ -151,7 +151,8 @@ interface Job {
 export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): FabricStream {
   const chunkBytes = cfg.chunkBytes ?? DEFAULT_CHUNK_BYTES;
   const nBuffers = cfg.sendBuffers ?? DEFAULT_SEND_BUFFERS;
-  const ep = openEndpoint(cfg.provider, { depth: nBuffers });
+  // Operation slots beyond the buffers: sends stuck with a receiver that went away keep theirs.
+  const ep = openEndpoint(cfg.provider, { depth: nBuffers * 8 });
   track(ep);
   const where = `${cfg.host}:${cfg.port}`;
   const idle: NativeBuffer[] = [];
@@ -513,7 +514,7 @@ export function openFabricIn(cfg: FabricInConfig, handlers: FabricHandlers): Fab
   track(ep);
   const targets = cfg.connect.map((t) => `${t.host}:${t.port}`);
   const where = targets.join(', ');
-  const all: NativeBuffer[] = [];
+  const all = new Set<NativeBuffer>();
   /** Buffers posted but promised to no live sender (left by senders that went away). */
   let spare = 0;
   /** Buffers whose re-post the provider deferred (-FI_EAGAIN), with the sender to credit. */
@@ -560,12 +561,12 @@ export function openFabricIn(cfg: FabricInConfig, handlers: FabricHandlers): Fab
     const fromSpare = Math.min(spare, n);
     spare -= fromSpare;
     let given = fromSpare;
-    while (given < n && all.length < MAX_POSTED) {
+    while (given < n && all.size < MAX_POSTED) {
       const b = ep.allocBuffer(chunkBytes);
-      all.push(b);
+      all.add(b);
       if (!post(b, -1)) {
         toPost.pop();
-        all.pop();
+        all.delete(b);
         ep.releaseBuffer(b);
         break;
       }
@@ -624,7 +625,22 @@ export function openFabricIn(cfg: FabricInConfig, handlers: FabricHandlers): Fab
 
   /** A chunk in sequence: into its message, then its buffer is posted again and credited. */
   function consume(s: InSender, c: Completion): void {
-    const r = s.reassembler.push(c.buffer.buf.subarray(CHUNK_HEADER, c.len));
+    const data = c.buffer.buf.subarray(CHUNK_HEADER, c.len);
+    // A chunk that is one whole large message (or a full batch) is handed out as it is, without
+    // a copy, and a new buffer is posted in its place (not where buffers must be registered:
+    // registering one per message would cost more than the copy).
+    if (!ep.mrLocal && s.reassembler.atStart && data.length >= chunkBytes / 4 && (maxBytes === 0 || data.length <= maxBytes)) {
+      const frames = wholeMessage(data);
+      if (frames) {
+        all.delete(c.buffer);
+        const fresh = ep.allocBuffer(chunkBytes);
+        all.add(fresh);
+        deliver(s, frames);
+        if (post(fresh, s.id)) credit(s.id);
+        return;
+      }
+    }
+    const r = s.reassembler.push(data);
     if (r) {
       if ('frames' in r) deliver(s, r.frames);
       else if ('refused' in r) {
