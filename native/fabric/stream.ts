@@ -76,8 +76,8 @@ export interface FabricStream {
 }
 
 export const DEFAULT_CHUNK_BYTES = 1024 * 1024 + 64 * 1024;
-const DEFAULT_SEND_BUFFERS = 32;
-const DEFAULT_CREDITS = 32;
+const DEFAULT_SEND_BUFFERS = 16;
+const DEFAULT_CREDITS = 16;
 const DETACH_BYTES = 16 * 1024;
 /** Completion-queue reads per progress step (16 completions each) before yielding. */
 const POLLS_PER_STEP = 8;
