@@ -9,7 +9,8 @@ import net from 'net';
  *                      the first credits (receive buffers posted for this sender)
  *   sender → receiver  {t:"welcome", v, address, provider}   or {t:"error", message}
  *   receiver → sender  {t:"credit", n}      n more buffers posted again: n more chunks may go
- *   sender → receiver  {t:"wake"}           chunks follow after a pause: stop backing off
+ *   receiver → sender  {t:"idle"}           nothing came for a while: polling slowly now
+ *   sender → receiver  {t:"wake"}           chunks follow (after a pause, or after "idle")
  *   either             {t:"bye"}            closing on purpose (then the socket ends)
  *
  * One JSON object per line. The connection closing is how either side learns its peer is gone.
@@ -24,6 +25,7 @@ export type ChannelMessage =
   | { t: 'welcome'; v: number; address: string; provider: string }
   | { t: 'credit'; n: number }
   | { t: 'wake' }
+  | { t: 'idle' }
   | { t: 'bye' }
   | { t: 'error'; message: string };
 

@@ -20,6 +20,7 @@ export class Progress {
   private timer: NodeJS.Timeout | undefined;
   private emptyTurns = 0;
   private lastWorkAt = 0;
+  private wasIdle = false;
   private stopped = false;
 
   constructor(
@@ -29,6 +30,10 @@ export class Progress {
     private readonly busy: () => boolean,
     private readonly idleMs = 50,
     private readonly busyMs = 1,
+    /** Called when it stops turning and starts backing off (the receiver tells its senders). */
+    private readonly onIdle?: () => void,
+    /** Keep turning for BUSY_SPIN_MS after the last work while busy (else only SPIN_TURNS). */
+    private readonly spinWhileBusy = true,
   ) {}
 
   kick(): void {
@@ -57,11 +62,14 @@ export class Progress {
     if (work > 0) {
       this.emptyTurns = 0;
       this.lastWorkAt = Date.now();
+      this.wasIdle = false;
     } else this.emptyTurns++;
-    if (this.emptyTurns < SPIN_TURNS || (busy && Date.now() - this.lastWorkAt < BUSY_SPIN_MS)) {
+    if (this.emptyTurns < SPIN_TURNS || (busy && this.spinWhileBusy && Date.now() - this.lastWorkAt < BUSY_SPIN_MS)) {
       this.immediate = setImmediate(this.run);
       return;
     }
+    if (!this.wasIdle) this.onIdle?.();
+    this.wasIdle = true;
     const cap = busy ? this.busyMs : this.idleMs;
     const delay = Math.min(cap, 2 ** Math.min(this.emptyTurns - SPIN_TURNS, 10));
     this.timer = setTimeout(this.run, delay);

@@ -136,6 +136,8 @@ interface OutPeer {
   alive: boolean;
   lastChunkAt: number;
   inFlight: number;
+  /** The receiver said it is backing off: wake it with the next chunk. */
+  receiverIdle: boolean;
 }
 
 interface Job {
@@ -231,7 +233,10 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
           inFlight++;
           posted++;
           const now = Date.now();
-          if (now - p.lastChunkAt >= WAKE_AFTER_MS) p.channel.send({ t: 'wake' });
+          if (p.receiverIdle || now - p.lastChunkAt >= WAKE_AFTER_MS) {
+            p.channel.send({ t: 'wake' });
+            p.receiverIdle = false;
+          }
           p.lastChunkAt = now;
         }
         if (job.cursor.done && !job.staged) {
@@ -290,7 +295,9 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
     return work + pump();
   }
 
-  const progress = new Progress(step, () => inFlight > 0 || jobs.length > 0);
+  // Over tcp both ends must poll for bytes to move: keep turning while chunks are in flight.
+  // Over shm and efa the receiver moves them; its credits (over the side channel) kick us.
+  const progress = new Progress(step, () => inFlight > 0 || jobs.length > 0, 50, 1, undefined, ep.providerName.includes('tcp'));
 
   function dropPeer(p: OutPeer, why?: string): void {
     if (!p.alive) return;
@@ -360,6 +367,7 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
       alive: true,
       lastChunkAt: 0,
       inFlight: 0,
+      receiverIdle: false,
     };
     let said: string | undefined;
     peers.set(serial, p);
@@ -369,7 +377,8 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
         else if (m.t === 'credit' && p.ready) {
           p.credits += m.n | 0;
           progress.kick();
-        } else if (m.t === 'bye') said = 'it closed';
+        } else if (m.t === 'idle') p.receiverIdle = true;
+        else if (m.t === 'bye') said = 'it closed';
         else if (m.t === 'error') handlers.problem(new StreamError('EFABRIC', `receiver ${p.name}: ${m.message}`));
       },
       garbage: (why) => handlers.problem(new StreamError('EPROTO', `a connection to rdma out on ${where} from ${p.name} is not an efa in (${why}); dropped`)),
@@ -694,10 +703,23 @@ export function openFabricIn(cfg: FabricInConfig, handlers: FabricHandlers): Fab
     return work;
   }
 
-  // Recently active (a chunk in the last RECENT_MS): back off to 1 ms at most, as data is likely
-  // on its way; quiet longer: up to 100 ms, and the sender's wake-up ends the back-off.
+  // Between chunks the receiver does not spin (that would take the CPU its sender needs, on a
+  // small machine): after a few empty turns it tells its senders it is idle and backs off; the
+  // next chunk comes with a wake-up over the side channel, which ends the back-off. Recently
+  // active (a chunk in the last RECENT_MS): back off to 1 ms at most. Over tcp, bytes move only
+  // while both ends poll, so there the receiver keeps turning while chunks are recent.
   let lastChunkAt = 0;
-  const progress = new Progress(step, () => Date.now() - lastChunkAt < RECENT_MS, 100);
+  const spinWhileRecent = ep.providerName.includes('tcp');
+  const progress = new Progress(
+    step,
+    () => Date.now() - lastChunkAt < RECENT_MS,
+    100,
+    1,
+    () => {
+      for (const s of senders.values()) if (s.ready) s.channel.send({ t: 'idle' });
+    },
+    spinWhileRecent,
+  );
 
   function connect(target: { host: string; port: number }): void {
     const name = `${target.host}:${target.port}`;
