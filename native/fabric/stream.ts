@@ -295,9 +295,9 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
     return work + pump();
   }
 
-  // Over tcp both ends must poll for bytes to move: keep turning while chunks are in flight.
-  // Over shm and efa the receiver moves them; its credits (over the side channel) kick us.
-  const progress = new Progress(step, () => inFlight > 0 || jobs.length > 0, 50, 1, undefined, ep.providerName.includes('tcp'));
+  // While chunks are in flight the sender keeps turning (shm without cross-memory attach, and
+  // tcp, move bytes only while the sender polls too); idle, it backs off.
+  const progress = new Progress(step, () => inFlight > 0 || jobs.length > 0);
 
   function dropPeer(p: OutPeer, why?: string): void {
     if (!p.alive) return;
