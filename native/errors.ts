@@ -17,6 +17,8 @@ export type StreamErrorCode =
   | 'ETLS' // QUIC: a certificate was refused (the peer's, or ours by the peer): not the same pipeline CA
   | 'EAUTH' // CurveZMQ: a peer's key is not the pipeline's
   | 'EPEERLOST' // exactly-once: a peer went silent with messages unacknowledged (they are resent)
+  | 'EPEERGONE' // a connected peer went away without saying goodbye (RDMA: what was in flight to it may be lost)
+  | 'EFABRIC' // libfabric refused or failed an operation (RDMA)
   | 'ESEND'; // any other send failure
 
 export class StreamError extends Error {

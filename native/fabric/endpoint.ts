@@ -1,7 +1,7 @@
 import koffi from 'koffi';
 import { CONSTANTS as C, off, size } from './layout';
 import {
-  FabricError, API_VERSION, allocZero, check, close, cString, free, libfabric, opCall, opSlot, proto,
+  FabricError, API_VERSION, allocZero, check, close, cString, free, libfabric, opCall, opSlot, proto, reclaimSignals,
   readI32, readPtr, readStr, readU64, writeI32, writeU64,
 } from './lib';
 
@@ -207,6 +207,8 @@ export class Endpoint {
   }
 
   private post(kind: 'send' | 'recv', fn: bigint, type: typeof proto.send, peer: bigint, b: NativeBuffer, tag: number, len: number): boolean {
+    // After close() the function pointers point into freed provider memory: a call would crash.
+    if (!this.ep) throw new FabricError(kind === 'send' ? 'fi_send' : 'fi_recv', 9, 'the fabric endpoint is closed');
     const slot = this.idle.pop();
     if (slot === undefined) return false; // depth reached: poll, then post again
     const ctx = this.contexts + BigInt(slot * CONTEXT);
@@ -223,9 +225,11 @@ export class Endpoint {
 
   /**
    * Drives progress and returns what completed (at most 16 per call; empty when nothing did).
-   * Never blocks. A failed operation throws a FabricError with the provider's reason.
+   * Never blocks. A failed operation throws a FabricError with the provider's reason and, in
+   * `op`, the operation (its buffer is the caller's again); the next poll() carries on.
    */
   poll(): Completion[] {
+    if (!this.cq) throw new FabricError('fi_cq_read', 9, 'the fabric endpoint is closed');
     const n = Number(koffi.call(this.cqReadFn, proto.cq_read, this.cq, this.cqBuf, CQ_BATCH));
     if (n === -C.FI_EAGAIN) return [];
     if (n === -C.FI_EAVAIL) this.throwCqError();
@@ -257,7 +261,8 @@ export class Endpoint {
       const ctx = readPtr(entry, off('fi_cq_err_entry', 'op_context'));
       const p = ctx ? this.take(ctx) : undefined;
       const what = p ? `fi_${p.kind} (tag ${p.tag})` : 'fi_cq_read';
-      throw new FabricError(what, err, `${what} failed: ${libfabric().strerror(err)} (-${err}, provider error ${readI32(entry, off('fi_cq_err_entry', 'prov_errno'))})`);
+      const op = p ? { kind: p.kind, tag: p.tag, buffer: p.buffer, len: p.len } : undefined;
+      throw new FabricError(what, err, `${what} failed: ${libfabric().strerror(err)} (-${err}, provider error ${readI32(entry, off('fi_cq_err_entry', 'prov_errno'))})`, op);
     } finally {
       free(entry);
     }
@@ -310,6 +315,7 @@ function getinfo(provider: Provider): bigint {
     writeU64(readPtr(hints, off('fi_info', 'fabric_attr')), off('fi_fabric_attr', 'prov_name'), cString(PROVIDER_NAMES[provider]));
 
     const rc = lib.getinfo(API_VERSION, null, null, 0n, hints, out);
+    reclaimSignals();
     if (rc === -C.FI_ENODATA) {
       const why = provider === 'efa' ? 'no EFA device' : `libfabric at ${lib.path} has no usable ${PROVIDER_NAMES[provider]} provider`;
       throw new FabricError('fi_getinfo', C.FI_ENODATA, `provider ${provider} not available: ${why} (fi_getinfo: ${lib.strerror(C.FI_ENODATA)})`);

@@ -20,6 +20,8 @@ export class FabricError extends Error {
     readonly fn: string,
     readonly code: number,
     message: string,
+    /** For a failed operation read from a completion queue: what it was (its buffer is free again). */
+    readonly op?: { kind: 'send' | 'recv'; tag: number; buffer: unknown; len: number },
   ) {
     super(message);
     this.name = 'FabricError';
@@ -168,4 +170,24 @@ export function opSlot(what: string, obj: bigint, tableOffset: number, slot: num
 /** fi_close(fid): `fid.ops->close`. */
 export function close(what: string, fid: bigint): void {
   check(what, opCall(what, fid, off('fid', 'ops'), off('fi_ops', 'close'), proto.close, fid));
+}
+
+/**
+ * libfabric's shm provider, initialised by the first fi_getinfo whatever provider is asked for,
+ * installs its own handlers for SIGINT and SIGTERM (to remove its shared-memory files) over the
+ * ones Node has, and its handler ends the process with exit code 1: Node's listeners never run,
+ * so Node-RED would not stop its flows. Node (libuv) installs its handler for a signal again when
+ * the first listener for it is added: take the listeners off and put them back. Without
+ * listeners, shm's handler stays (the process still ends, and its files are removed).
+ */
+let signalsReclaimed = false;
+export function reclaimSignals(): void {
+  if (signalsReclaimed) return;
+  signalsReclaimed = true;
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    const listeners = process.rawListeners(sig) as Array<(...args: unknown[]) => void>;
+    if (listeners.length === 0) continue;
+    process.removeAllListeners(sig);
+    for (const l of listeners) process.on(sig, l);
+  }
 }

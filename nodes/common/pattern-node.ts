@@ -32,12 +32,12 @@ const NOT_META = new Set(['_msgid', 'payload']);
  */
 const ID_PREFIX = Math.floor(Math.random() * 0xffffffff).toString(16).padStart(8, '0');
 let idCounter = 0;
-function nextMsgId(): string {
+export function nextMsgId(): string {
   idCounter = (idCounter + 1) >>> 0;
   return ID_PREFIX + idCounter.toString(16).padStart(8, '0');
 }
 
-function metaOf(msg: Msg): Record<string, unknown> {
+export function metaOf(msg: Msg): Record<string, unknown> {
   const meta: Record<string, unknown> = {};
   for (const k of Object.keys(msg)) if (!NOT_META.has(k)) meta[k] = msg[k];
   return meta;

@@ -1,0 +1,821 @@
+import net from 'net';
+import { WireMessage } from '../codec';
+import { errorText, StreamError } from '../errors';
+import { decodeReceived } from '../receiver';
+import { Format, SendCallback, Sender } from '../sender';
+import type { StreamStats, StreamStatus } from '../zmq';
+import { Channel, CHANNEL_VERSION, ChannelMessage } from './channel';
+import { CHUNK_HEADER, MessageCursor, Reassembler, wholeMessage, writeChunkHeader } from './chunks';
+import { Completion, Endpoint, NativeBuffer, openEndpoint, Provider } from './endpoint';
+import { FabricError } from './lib';
+import { Progress } from './progress';
+
+/**
+ * Message streams over libfabric RDM endpoints: the output side (`openFabricOut`, behind
+ * "rdma out") and the input side (`openFabricIn`, behind "efa in").
+ *
+ * - Flow control is by credits: a receiver posts receive buffers for each sender that connects
+ *   and tells it how many (one credit per buffer); the sender sends a chunk only against a
+ *   credit, and the receiver hands a credit back each time it has copied a chunk out and posted
+ *   its buffer again. A sender therefore never overruns a receiver, and a slow receiver slows
+ *   its sender (backpressure, as with push/pull), never drops.
+ * - Messages are the frame sets of native/sender.ts (same encoding and batching as the ZeroMQ
+ *   nodes), cut into chunks and rebuilt in order: see chunks.ts.
+ * - Fabric addresses, credits, wake-ups and "gone" travel over a TCP side channel on the
+ *   stage's port: see channel.ts.
+ * - Progress runs on the event loop in bounded steps (progress.ts): never blocking, backing off
+ *   when idle.
+ * - Delivery is at most once: a message fully handed to the fabric when its receiver dies is
+ *   lost with it; a message caught half-sent fails with EPEERGONE (its done() gets the error).
+ */
+
+export interface FabricCommonConfig {
+  provider: Provider;
+  format: Format;
+  /** Largest payload in bytes; 0 for no limit. */
+  maxMessageSize: number;
+  /** Bytes per chunk, header included: the receive buffers' size (default 1 MiB + 64 KiB). */
+  chunkBytes?: number;
+}
+
+export interface FabricOutConfig extends FabricCommonConfig {
+  /** Side-channel listen address and port. */
+  host: string;
+  port: number;
+  highWater: number;
+  queueLimit: number;
+  batch: boolean;
+  /** Send buffers (chunks in flight at once, over all receivers; default 16). */
+  sendBuffers?: number;
+  /** Milliseconds without a receiver, while messages wait, before ENOPEER (default 5000). */
+  noPeerMs?: number;
+}
+
+export interface FabricInConfig extends FabricCommonConfig {
+  /** The senders' side channels: `tcp://host:port`. */
+  connect: Array<{ host: string; port: number }>;
+  /** Receive buffers posted for each sender (default 16). */
+  credits?: number;
+  reconnectMs: number;
+}
+
+export interface FabricHandlers {
+  message(msg: WireMessage): void;
+  status(status: StreamStatus): void;
+  problem(err: StreamError): void;
+  backpressure?(on: boolean, queued: number): void;
+}
+
+export interface FabricStream {
+  send(payload: unknown, key: Buffer | undefined, meta: Record<string, unknown> | undefined, cb: SendCallback): void;
+  readonly peers: number;
+  /** The libfabric provider in use, e.g. "shm" or "tcp;ofi_rxm". */
+  readonly providerName: string;
+  stats(): StreamStats;
+  close(lingerMs: number): Promise<number>;
+}
+
+export const DEFAULT_CHUNK_BYTES = 1024 * 1024 + 64 * 1024;
+const DEFAULT_SEND_BUFFERS = 16;
+const DEFAULT_CREDITS = 16;
+const DETACH_BYTES = 16 * 1024;
+/** Completion-queue reads per progress step (16 completions each) before yielding. */
+const POLLS_PER_STEP = 8;
+/** A sender pausing this long sends a wake-up with its next chunk (the receiver may be backing off). */
+const WAKE_AFTER_MS = 2;
+/** A receiver that had a chunk this recently polls at least every millisecond. */
+const RECENT_MS = 200;
+/** Most receive buffers one input side keeps posted. */
+const MAX_POSTED = 1024;
+
+// Every endpoint still open when the process exits is closed: the shm provider leaves its
+// shared-memory files behind otherwise. (Node-RED's own stop closes them earlier, via close().)
+const openEndpoints = new Set<Endpoint>();
+let exitHook = false;
+function track(ep: Endpoint): void {
+  openEndpoints.add(ep);
+  if (!exitHook) {
+    exitHook = true;
+    process.on('exit', () => {
+      for (const e of openEndpoints) {
+        try {
+          e.close();
+        } catch {
+          // exiting anyway
+        }
+      }
+    });
+  }
+}
+function untrack(ep: Endpoint): void {
+  openEndpoints.delete(ep);
+  ep.close();
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
+const plural = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
+
+function fabricProblem(what: string, e: unknown): StreamError {
+  return new StreamError('EFABRIC', `${what}: ${errorText(e)}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output side
+
+interface OutPeer {
+  serial: number;
+  name: string;
+  channel: Channel;
+  /** The id the receiver asked us to stamp on our chunks. */
+  id: number;
+  fiAddr: bigint;
+  chunk: number;
+  credits: number;
+  seq: number;
+  ready: boolean;
+  alive: boolean;
+  lastChunkAt: number;
+  inFlight: number;
+  /** The receiver said it is backing off: wake it with the next chunk. */
+  receiverIdle: boolean;
+}
+
+interface Job {
+  cursor: MessageCursor;
+  peer?: OutPeer;
+  /** A chunk filled and not yet accepted by the provider (it answered -FI_EAGAIN). */
+  staged?: { b: NativeBuffer; len: number };
+  resolve(): void;
+  reject(e: StreamError): void;
+}
+
+/** The output side: listens on host:port for receivers, sends round-robin over them. Throws FabricError when the provider cannot be opened. */
+export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): FabricStream {
+  const chunkBytes = cfg.chunkBytes ?? DEFAULT_CHUNK_BYTES;
+  const nBuffers = cfg.sendBuffers ?? DEFAULT_SEND_BUFFERS;
+  // Operation slots beyond the buffers: sends stuck with a receiver that went away keep theirs.
+  const ep = openEndpoint(cfg.provider, { depth: nBuffers * 8 });
+  track(ep);
+  const where = `${cfg.host}:${cfg.port}`;
+  const idle: NativeBuffer[] = [];
+  for (let i = 0; i < nBuffers; i++) idle.push(ep.allocBuffer(chunkBytes));
+  const peers = new Map<number, OutPeer>();
+  let ring: OutPeer[] = [];
+  let rr = 0;
+  let serials = 0;
+  const jobs: Job[] = [];
+  let inFlight = 0;
+  let pumping = false;
+  let closed = false;
+  let listening = false;
+  let lastError: string | undefined;
+
+  const readyCount = () => ring.length;
+  const report = () => {
+    if (closed) return;
+    const n = readyCount();
+    let status: StreamStatus;
+    if (lastError) status = { state: 'error', peers: n, text: lastError };
+    else if (!listening) status = { state: 'connecting', peers: n, text: `${ep.providerName}: binding ${where}` };
+    else if (n === 0) status = { state: 'connecting', peers: n, text: `${ep.providerName}: waiting for receivers on ${where}` };
+    else status = { state: 'ready', peers: n, text: `${ep.providerName}: ${plural(n, 'peer')}` };
+    handlers.status(status);
+  };
+
+  function pick(): OutPeer | undefined {
+    for (let i = 0; i < ring.length; i++) {
+      const p = ring[(rr + i) % ring.length];
+      if (p.credits > 0) {
+        rr = (rr + i + 1) % ring.length;
+        return p;
+      }
+    }
+    return undefined;
+  }
+
+  /** Posts as many chunks as credits, buffers and the provider allow; returns how many. */
+  function pump(): number {
+    if (pumping || closed) return 0;
+    pumping = true;
+    let posted = 0;
+    try {
+      while (jobs.length > 0) {
+        const job = jobs[0];
+        if (job.peer && !job.peer.alive) {
+          if (job.cursor.untouched && !job.staged) job.peer = undefined;
+          else {
+            jobs.shift();
+            if (job.staged) idle.push(job.staged.b);
+            job.reject(new StreamError('EPEERGONE', `receiver ${job.peer.name} went away in the middle of this message (${where}); message lost`));
+            continue;
+          }
+        }
+        if (!job.peer) job.peer = pick();
+        const p = job.peer;
+        if (!p) break;
+        let blocked = false;
+        for (;;) {
+          if (!job.staged) {
+            if (job.cursor.done || p.credits <= 0 || idle.length === 0) break;
+            const b = idle.pop()!;
+            const n = job.cursor.fill(b.buf, CHUNK_HEADER, p.chunk - CHUNK_HEADER);
+            writeChunkHeader(b.buf, p.id, p.seq);
+            job.staged = { b, len: CHUNK_HEADER + n };
+          }
+          if (!ep.postSend(p.fiAddr, job.staged.b, job.staged.len, p.serial)) {
+            blocked = true; // -FI_EAGAIN: progress first, then this same chunk again
+            break;
+          }
+          job.staged = undefined;
+          p.seq = (p.seq + 1) >>> 0;
+          p.credits--;
+          p.inFlight++;
+          inFlight++;
+          posted++;
+          const now = Date.now();
+          if (p.receiverIdle || now - p.lastChunkAt >= WAKE_AFTER_MS) {
+            p.channel.send({ t: 'wake' });
+            p.receiverIdle = false;
+          }
+          p.lastChunkAt = now;
+        }
+        if (job.cursor.done && !job.staged) {
+          jobs.shift();
+          job.resolve();
+          continue;
+        }
+        if (blocked || idle.length === 0 || job.staged) break;
+        // Out of credits on this peer mid-message: wait for its credits (the message stays with it).
+        break;
+      }
+    } catch (e) {
+      // A post that fails outright (not EAGAIN): fail the message, keep the stream.
+      const job = jobs.shift();
+      if (job?.staged) idle.push(job.staged.b);
+      job?.reject(fabricProblem(`send to ${job?.peer?.name ?? 'a receiver'} failed`, e));
+    } finally {
+      pumping = false;
+    }
+    return posted;
+  }
+
+  function sendDone(c: { tag: number; buffer: unknown }): void {
+    const p = peers.get(c.tag);
+    if (p && !p.alive) {
+      // A late completion for a receiver that went away: its buffer was replaced when it went.
+      ep.releaseBuffer(c.buffer as NativeBuffer);
+      if (--p.inFlight <= 0) peers.delete(p.serial);
+      return;
+    }
+    idle.push(c.buffer as NativeBuffer);
+    inFlight--;
+    if (p) p.inFlight--;
+  }
+
+  function step(): number {
+    let work = 0;
+    for (let i = 0; i < POLLS_PER_STEP && !closed; i++) {
+      let done: Completion[];
+      try {
+        done = ep.poll();
+      } catch (e) {
+        work++;
+        const op = (e as FabricError).op;
+        if (op) {
+          sendDone(op);
+          const p = peers.get(op.tag);
+          if (p?.alive) handlers.problem(fabricProblem(`a chunk to receiver ${p.name} failed; its message is lost`, e));
+        } else handlers.problem(fabricProblem('completion queue', e));
+        continue;
+      }
+      if (done.length === 0) break;
+      for (const c of done) if (c.kind === 'send') sendDone(c);
+      work += done.length;
+    }
+    return work + pump();
+  }
+
+  // While chunks are in flight the sender keeps turning (shm without cross-memory attach, and
+  // tcp, move bytes only while the sender polls too); idle, it backs off.
+  const progress = new Progress(step, () => inFlight > 0 || jobs.length > 0);
+
+  function dropPeer(p: OutPeer, why?: string): void {
+    if (!p.alive) return;
+    p.alive = false;
+    const wasReady = p.ready;
+    p.ready = false;
+    ring = ring.filter((x) => x !== p);
+    rr = ring.length ? rr % ring.length : 0;
+    // Chunks in flight to it may never complete (shm: nobody will read them) and their buffers
+    // stay the provider's: new buffers take their place, so the other receivers are not starved.
+    // Completions that do come back later are recognised by serial and their buffers released.
+    if (p.inFlight === 0) peers.delete(p.serial);
+    else if (!closed) {
+      for (let i = 0; i < p.inFlight; i++) idle.push(ep.allocBuffer(chunkBytes));
+      inFlight -= p.inFlight;
+    }
+    if (wasReady && why && !closed) {
+      const lost = p.inFlight > 0 ? `; up to ${plural(p.inFlight, 'chunk')} in flight to it may be lost` : '';
+      handlers.problem(new StreamError('EPEERGONE', `receiver ${p.name} on ${where} is gone (${why})${lost}`));
+    }
+    report();
+    progress.kick();
+  }
+
+  function onHello(p: OutPeer, m: Extract<ChannelMessage, { t: 'hello' }>): void {
+    if (m.v !== CHANNEL_VERSION) {
+      p.channel.finish({ t: 'error', message: `rdma out on ${where} speaks side-channel version ${CHANNEL_VERSION}, this receiver ${m.v}` });
+      return;
+    }
+    if (m.provider !== ep.providerName) {
+      const message = `provider mismatch: rdma out on ${where} uses ${ep.providerName}, the receiver at ${p.name} uses ${m.provider}; choose the same provider on both ends`;
+      p.channel.finish({ t: 'error', message });
+      handlers.problem(new StreamError('EFABRIC', message));
+      return;
+    }
+    try {
+      p.fiAddr = ep.insertPeer(Buffer.from(m.address, 'base64'));
+    } catch (e) {
+      p.channel.finish({ t: 'error', message: `rdma out on ${where} cannot reach your fabric address: ${errorText(e)}` });
+      handlers.problem(fabricProblem(`receiver ${p.name}: its fabric address is not usable`, e));
+      return;
+    }
+    p.id = m.id >>> 0;
+    p.chunk = Math.max(CHUNK_HEADER + 64, Math.min(chunkBytes, m.chunk | 0));
+    p.credits = Math.max(0, m.credits | 0);
+    p.ready = true;
+    ring.push(p);
+    p.channel.send({ t: 'welcome', v: CHANNEL_VERSION, address: ep.address.toString('base64'), provider: ep.providerName });
+    noPeerReported = false;
+    report();
+    progress.kick();
+  }
+
+  const server = net.createServer((socket) => {
+    if (closed) return socket.destroy();
+    const serial = ++serials;
+    const p: OutPeer = {
+      serial,
+      name: `${socket.remoteAddress}:${socket.remotePort}`,
+      channel: undefined as unknown as Channel,
+      id: 0,
+      fiAddr: 0n,
+      chunk: chunkBytes,
+      credits: 0,
+      seq: 0,
+      ready: false,
+      alive: true,
+      lastChunkAt: 0,
+      inFlight: 0,
+      receiverIdle: false,
+    };
+    let said: string | undefined;
+    peers.set(serial, p);
+    p.channel = new Channel(socket, {
+      message: (m) => {
+        if (m.t === 'hello' && !p.ready) onHello(p, m);
+        else if (m.t === 'credit' && p.ready) {
+          p.credits += m.n | 0;
+          progress.kick();
+        } else if (m.t === 'idle') p.receiverIdle = true;
+        else if (m.t === 'bye') said = 'it closed';
+        else if (m.t === 'error') handlers.problem(new StreamError('EFABRIC', `receiver ${p.name}: ${m.message}`));
+      },
+      garbage: (why) => handlers.problem(new StreamError('EPROTO', `a connection to rdma out on ${where} from ${p.name} is not an efa in (${why}); dropped`)),
+      closed: (err) => dropPeer(p, said ? undefined : err ? `connection failed: ${err.message}` : 'connection closed without goodbye'),
+    });
+  });
+  server.on('error', () => undefined); // listen errors are handled in listen()
+
+  async function listen(): Promise<void> {
+    let backoff = 500;
+    while (!closed) {
+      const err = await new Promise<Error | undefined>((resolve) => {
+        const onError = (e: Error) => resolve(e);
+        server.once('error', onError);
+        server.listen(cfg.port, cfg.host === '*' ? undefined : cfg.host, () => {
+          server.off('error', onError);
+          resolve(undefined);
+        });
+      });
+      if (!err) {
+        listening = true;
+        lastError = undefined;
+        report();
+        return;
+      }
+      if (closed) return;
+      const code = (err as NodeJS.ErrnoException).code;
+      const e =
+        code === 'EADDRINUSE'
+          ? new StreamError('EADDRINUSE', `cannot listen on ${where}: address already in use (another node or program listens on that port); retrying`)
+          : new StreamError('EBIND', `cannot listen on ${where}: ${err.message}; retrying`);
+      lastError = e.message;
+      handlers.problem(e);
+      report();
+      await sleep(backoff);
+      backoff = Math.min(backoff * 2, 10_000);
+    }
+  }
+
+  const sender = new Sender(
+    {
+      format: cfg.format,
+      batch: cfg.batch && cfg.format === 'spawn',
+      // Credits count chunks, so a chunk should carry as much as it can: small and medium
+      // messages are batched up to a chunk (one more copy, far cheaper than a round trip per
+      // message); only those of half a chunk or more travel alone, uncopied until the chunk.
+      batchBytes: chunkBytes - CHUNK_HEADER - 8,
+      detachBytes: Math.max(DETACH_BYTES, Math.floor(chunkBytes / 2)),
+      maxMessageSize: cfg.maxMessageSize,
+      highWater: cfg.highWater,
+      queueLimit: cfg.queueLimit,
+      envelope: false,
+    },
+    (frames) =>
+      new Promise<void>((resolve, reject) => {
+        if (closed) return reject(new StreamError('ECLOSED', `rdma out on ${where} is closed`));
+        jobs.push({ cursor: new MessageCursor(frames), resolve, reject });
+        // Straight away when possible: a resolved send lets the sender hand over the next
+        // message in the same turn, so a burst goes out without waiting for progress turns.
+        pump();
+        progress.kick();
+      }),
+    { backpressure: (on, queued) => handlers.backpressure?.(on, queued) },
+  );
+
+  let noPeerReported = false;
+  let waitingSince = Date.now();
+  const noPeerMs = cfg.noPeerMs ?? 5000;
+  const watchdog = setInterval(() => {
+    if (closed || ring.length > 0 || sender.pending === 0) {
+      waitingSince = Date.now();
+      return;
+    }
+    if (!noPeerReported && Date.now() - waitingSince >= noPeerMs) {
+      noPeerReported = true;
+      handlers.problem(new StreamError('ENOPEER', `no receiver connected to ${where} after ${Math.round(noPeerMs / 1000)} s; ${plural(sender.pending, 'message')} wait; still waiting`));
+    }
+  }, Math.min(1000, Math.max(50, noPeerMs / 4)));
+  watchdog.unref();
+
+  report();
+  const started = listen();
+
+  return {
+    send: (payload, key, meta, cb) => sender.send(payload, key, meta, cb),
+    get peers() {
+      return ring.length;
+    },
+    providerName: ep.providerName,
+    stats: () => ({ sentMessages: sender.sentMessages, sentBytes: sender.sentBytes, receivedMessages: 0, receivedBytes: 0, queued: sender.pending }),
+    async close(lingerMs) {
+      const deadline = Date.now() + lingerMs;
+      const drained = await sender.drain(lingerMs);
+      // What the fabric holds gets the rest of the linger time to complete.
+      while ((jobs.length > 0 || inFlight > 0) && ring.length > 0 && Date.now() < deadline) {
+        progress.kick();
+        await sleep(2);
+      }
+      const undelivered = (drained ? 0 : sender.pending) + jobs.length;
+      closed = true;
+      clearInterval(watchdog);
+      progress.stop();
+      if (!drained) sender.close(`the node closed before this message could be sent to a receiver on ${where}`);
+      for (const job of jobs.splice(0)) job.reject(new StreamError('ECLOSED', `the node closed before this message could be sent to a receiver on ${where}`));
+      for (const p of peers.values()) {
+        p.alive = false;
+        p.channel.finish({ t: 'bye' });
+      }
+      await started;
+      await new Promise<void>((r) => server.close(() => r()));
+      untrack(ep); // closes the endpoint first, then the buffers' registrations
+      return undelivered;
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Input side
+
+interface InSender {
+  id: number;
+  name: string;
+  channel: Channel;
+  reassembler: Reassembler;
+  expectSeq: number;
+  /** Credits granted and chunks received: the difference is this sender's share of the posted buffers. */
+  granted: number;
+  received: number;
+  /** Buffers posted again since the last credit message. */
+  owed: number;
+  ready: boolean;
+  bye: boolean;
+  /** Chunks that completed ahead of their turn, by sequence number, buffers not yet re-posted. */
+  held: Map<number, Completion>;
+}
+
+/** The input side: connects to each sender's side channel and receives. Throws FabricError when the provider cannot be opened. */
+export function openFabricIn(cfg: FabricInConfig, handlers: FabricHandlers): FabricStream {
+  const chunkBytes = cfg.chunkBytes ?? DEFAULT_CHUNK_BYTES;
+  const credits = cfg.credits ?? DEFAULT_CREDITS;
+  const ep = openEndpoint(cfg.provider, { depth: MAX_POSTED });
+  track(ep);
+  const targets = cfg.connect.map((t) => `${t.host}:${t.port}`);
+  const where = targets.join(', ');
+  const all = new Set<NativeBuffer>();
+  /** Buffers posted but promised to no live sender (left by senders that went away). */
+  let spare = 0;
+  /** Buffers whose re-post the provider deferred (-FI_EAGAIN), with the sender to credit. */
+  const toPost: Array<{ b: NativeBuffer; sender: number }> = [];
+  const senders = new Map<number, InSender>();
+  let nextId = 1;
+  let closed = false;
+  let receivedMessages = 0;
+  let receivedBytes = 0;
+  const sockets = new Set<net.Socket>();
+  // Raw framing does not apply here (the fabric carries whole messages): spawn or raw payloads.
+  const decodeOpts = { format: cfg.format, envelope: 0 as const, optionalEnvelope: false, maxMessageSize: cfg.maxMessageSize };
+  // A transport message is at most a batch of a chunk's size, or one payload with its headers:
+  // refuse (and skip, never buffer) only what is over both; the decoder then judges each payload.
+  const maxBytes = cfg.maxMessageSize > 0 ? cfg.maxMessageSize + chunkBytes + 4096 : 0;
+
+  const readyCount = () => [...senders.values()].filter((s) => s.ready).length;
+  const report = () => {
+    if (closed) return;
+    const n = readyCount();
+    handlers.status(
+      n === 0
+        ? { state: 'connecting', peers: 0, text: `${ep.providerName}: connecting to ${where}` }
+        : { state: 'ready', peers: n, text: `${ep.providerName}: ${plural(n, 'peer')}` },
+    );
+  };
+
+  function post(b: NativeBuffer, sender: number): boolean {
+    if (closed) return false;
+    if (ep.postRecv(b, 0)) return true;
+    toPost.push({ b, sender });
+    return false;
+  }
+
+  /** A buffer is posted again: its credit goes back to the sender whose chunk it held. (One
+   *  from a sender already gone was counted as spare when that sender went.) */
+  function credit(senderId: number): void {
+    const s = senders.get(senderId);
+    if (s) s.owed++;
+  }
+
+  /** Posts `n` buffers for a new sender: spare ones first, then new ones. */
+  function provide(n: number): number {
+    const fromSpare = Math.min(spare, n);
+    spare -= fromSpare;
+    let given = fromSpare;
+    while (given < n && all.size < MAX_POSTED) {
+      const b = ep.allocBuffer(chunkBytes);
+      all.add(b);
+      if (!post(b, -1)) {
+        toPost.pop();
+        all.delete(b);
+        ep.releaseBuffer(b);
+        break;
+      }
+      given++;
+    }
+    return given;
+  }
+
+  function deliver(s: InSender, frames: Buffer[]): void {
+    let got;
+    try {
+      got = decodeReceived(frames, decodeOpts);
+    } catch (e) {
+      handlers.problem(new StreamError('EBADFRAME', `dropped a malformed message from rdma out at ${s.name}: ${errorText(e)}`));
+      return;
+    }
+    receivedBytes += got.bytes;
+    receivedMessages += got.messages.length;
+    for (const m of got.messages) {
+      if (m.refused) handlers.problem(new StreamError('EMSGSIZE', `refused a message from rdma out at ${s.name}: ${m.refused}`));
+      else handlers.message(m);
+    }
+  }
+
+  function onChunk(c: Completion): void {
+    lastChunkAt = Date.now();
+    const buf = c.buffer.buf;
+    const s = c.len >= CHUNK_HEADER ? senders.get(buf.readUInt32LE(0)) : undefined;
+    // Chunks from a sender already gone are dropped (at most once): the buffer is posted again.
+    if (!s) {
+      post(c.buffer, -1);
+      return;
+    }
+    s.received++;
+    const seq = buf.readUInt32LE(4);
+    if (seq !== s.expectSeq) {
+      // Providers may complete receives out of order (tcp's rendezvous for large messages):
+      // hold the chunk, in its buffer, until the ones before it are in. Credits bound how many.
+      if (((seq - s.expectSeq) >>> 0) > MAX_POSTED || s.held.has(seq)) {
+        handlers.problem(new StreamError('EBADFRAME', `chunk ${seq} from rdma out at ${s.name} where ${s.expectSeq} was expected: the stream is broken; reconnecting`));
+        s.channel.destroy();
+        post(c.buffer, -1);
+        return;
+      }
+      s.held.set(seq, c);
+      return;
+    }
+    let next: Completion | undefined = c;
+    while (next && !closed) {
+      consume(s, next);
+      s.expectSeq = (s.expectSeq + 1) >>> 0;
+      next = s.held.get(s.expectSeq);
+      if (next) s.held.delete(s.expectSeq);
+    }
+  }
+
+  /** A chunk in sequence: into its message, then its buffer is posted again and credited. */
+  function consume(s: InSender, c: Completion): void {
+    const data = c.buffer.buf.subarray(CHUNK_HEADER, c.len);
+    // A chunk that is one whole large message (or a full batch) is handed out as it is, without
+    // a copy, and a new buffer is posted in its place (not where buffers must be registered:
+    // registering one per message would cost more than the copy).
+    if (!ep.mrLocal && s.reassembler.atStart && data.length >= chunkBytes / 4 && (maxBytes === 0 || data.length <= maxBytes)) {
+      const frames = wholeMessage(data);
+      if (frames) {
+        all.delete(c.buffer);
+        const fresh = ep.allocBuffer(chunkBytes);
+        all.add(fresh);
+        deliver(s, frames);
+        if (post(fresh, s.id)) credit(s.id);
+        return;
+      }
+    }
+    const r = s.reassembler.push(data);
+    if (r) {
+      if ('frames' in r) deliver(s, r.frames);
+      else if ('refused' in r) {
+        handlers.problem(new StreamError('EMSGSIZE', `refused a message of ${r.refused} bytes from rdma out at ${s.name}: over the maximum message size of ${cfg.maxMessageSize} bytes`));
+      } else {
+        handlers.problem(new StreamError('EBADFRAME', `rdma out at ${s.name} sent a broken message (${r.bad}); reconnecting`));
+        s.channel.destroy();
+      }
+    }
+    if (post(c.buffer, s.id)) credit(s.id);
+  }
+
+  function step(): number {
+    let work = 0;
+    for (let i = toPost.length; i > 0 && toPost.length > 0; i--) {
+      const { b, sender } = toPost[0];
+      if (!ep.postRecv(b, 0)) break;
+      toPost.shift();
+      credit(sender);
+      work++;
+    }
+    for (let i = 0; i < POLLS_PER_STEP && !closed; i++) {
+      let done: Completion[];
+      try {
+        done = ep.poll();
+      } catch (e) {
+        work++;
+        const op = (e as FabricError).op;
+        if (op && op.kind === 'recv' && !closed) post(op.buffer as NativeBuffer, -1);
+        handlers.problem(fabricProblem('a receive failed', e));
+        continue;
+      }
+      if (done.length === 0) break;
+      for (const c of done) {
+        // A message handler may close this stream (and its endpoint) while we are here.
+        if (closed) return work;
+        if (c.kind === 'recv') onChunk(c);
+      }
+      work += done.length;
+    }
+    if (closed) return work;
+    // Credits go back in batches (a TCP write each): a quarter of the window at a time, or at
+    // once when the sender may be running short (what it holds plus what is in flight is low).
+    for (const s of senders.values()) {
+      if (s.owed > 0 && (s.owed >= credits / 4 || s.granted - s.received < credits / 2)) {
+        s.channel.send({ t: 'credit', n: s.owed });
+        s.granted += s.owed;
+        s.owed = 0;
+      }
+    }
+    return work;
+  }
+
+  // Between chunks the receiver does not spin (that would take the CPU its sender needs, on a
+  // small machine): after a few empty turns it tells its senders it is idle and backs off; the
+  // next chunk comes with a wake-up over the side channel, which ends the back-off. Recently
+  // active (a chunk in the last RECENT_MS): back off to 1 ms at most. Over tcp, bytes move only
+  // while both ends poll, so there the receiver keeps turning while chunks are recent.
+  let lastChunkAt = 0;
+  const spinWhileRecent = ep.providerName.includes('tcp');
+  const progress = new Progress(
+    step,
+    () => Date.now() - lastChunkAt < RECENT_MS,
+    100,
+    1,
+    () => {
+      for (const s of senders.values()) if (s.ready) s.channel.send({ t: 'idle' });
+    },
+    spinWhileRecent,
+  );
+
+  function connect(target: { host: string; port: number }): void {
+    const name = `${target.host}:${target.port}`;
+    let reported = false;
+    const attempt = () => {
+      if (closed) return;
+      const socket = net.connect(target.port, target.host);
+      sockets.add(socket);
+      let s: InSender | undefined;
+      let ended = false;
+      const again = () => {
+        sockets.delete(socket);
+        if (!closed) setTimeout(attempt, cfg.reconnectMs).unref();
+      };
+      socket.once('connect', () => {
+        const id = nextId++;
+        const channel = new Channel(socket, {
+          message: (m) => {
+            if (!s) return;
+            if (m.t === 'welcome') {
+              if (m.provider !== ep.providerName) {
+                handlers.problem(new StreamError('EFABRIC', `provider mismatch: rdma out at ${name} uses ${m.provider}, this efa in uses ${ep.providerName}; choose the same provider on both ends`));
+                return channel.finish({ t: 'bye' });
+              }
+              try {
+                ep.insertPeer(Buffer.from(m.address, 'base64'));
+              } catch (e) {
+                handlers.problem(fabricProblem(`rdma out at ${name}: its fabric address is not usable`, e));
+                return channel.finish({ t: 'bye' });
+              }
+              s.ready = true;
+              reported = false;
+              report();
+              progress.kick();
+            } else if (m.t === 'wake') progress.kick();
+            else if (m.t === 'bye') s.bye = true;
+            else if (m.t === 'error' && !reported) {
+              reported = true;
+              handlers.problem(new StreamError('EFABRIC', `rdma out at ${name} refused this efa in: ${m.message}`));
+            }
+          },
+          garbage: (why) => {
+            if (!reported) handlers.problem(new StreamError('EPROTO', `${name} is not an rdma out (${why}); is it a ZeroMQ node? retrying`));
+            reported = true;
+          },
+          closed: () => {
+            if (ended) return;
+            ended = true;
+            if (s) {
+              senders.delete(s.id);
+              for (const h of s.held.values()) if (post(h.buffer, -1)) spare++;
+              s.held.clear();
+              // What it was promised and has not used stays posted, for the next sender.
+              spare += s.granted + s.owed - s.received;
+              if (s.ready && !s.bye && !closed) handlers.problem(new StreamError('EPEERGONE', `rdma out at ${name} is gone (connection closed without goodbye); reconnecting`));
+              report();
+            }
+            again();
+          },
+        });
+        s = { id, name, channel, reassembler: new Reassembler(maxBytes), expectSeq: 0, granted: 0, received: 0, owed: 0, ready: false, bye: false, held: new Map() };
+        senders.set(id, s);
+        const given = provide(credits);
+        s.granted = given;
+        channel.send({ t: 'hello', v: CHANNEL_VERSION, address: ep.address.toString('base64'), provider: ep.providerName, id, chunk: chunkBytes, credits: given });
+        progress.kick();
+      });
+      socket.once('error', () => {
+        // A refused connection before the channel exists: the sender is not up (yet). Quietly retry.
+        if (s) return;
+        ended = true;
+        socket.destroy();
+        again();
+      });
+    };
+    attempt();
+  }
+
+  report();
+  for (const t of cfg.connect) connect(t);
+  progress.kick();
+
+  return {
+    send: (_p, _k, _m, cb) => cb(new StreamError('ESEND', 'efa in only receives')),
+    get peers() {
+      return readyCount();
+    },
+    providerName: ep.providerName,
+    stats: () => ({ sentMessages: 0, sentBytes: 0, receivedMessages, receivedBytes, queued: 0 }),
+    async close() {
+      closed = true;
+      progress.stop();
+      for (const s of senders.values()) s.channel.finish({ t: 'bye' });
+      for (const sock of sockets) if (![...senders.values()].some((s) => s.channel.socket === sock)) sock.destroy();
+      untrack(ep); // closes the endpoint first, then the buffers' registrations
+      return 0;
+    },
+  };
+}
