@@ -1,5 +1,6 @@
 import koffi from 'koffi';
 import { CONSTANTS as C, off, size } from './layout';
+import { removeStaleShmRegions } from './shm-regions';
 import {
   FabricError, API_VERSION, allocZero, check, close, cString, free, libfabric, opCall, opSlot, proto, reclaimSignals,
   readI32, readPtr, readStr, readU64, writeI32, writeU64,
@@ -97,6 +98,7 @@ export class Endpoint {
     this.idle = Array.from({ length: depth }, (_, i) => depth - 1 - i);
     this.cqBuf = allocZero(CQ_BATCH * MSG_ENTRY);
     this.scratch = allocZero(256);
+    if (provider === 'shm' || provider === 'efa') removeStaleShmRegions();
     try {
       this.info = getinfo(provider);
       const domainAttr = readPtr(this.info, off('fi_info', 'domain_attr'));
