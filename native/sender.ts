@@ -67,6 +67,39 @@ interface Entry {
 }
 
 const EMPTY_KEY = Buffer.alloc(0);
+
+/** Seal a batch at this size unless a stream says otherwise. */
+export const DEFAULT_BATCH_BYTES = 64 * 1024;
+/** Payloads from this size travel uncopied in frames of their own (RDMA picks its own, per chunk). */
+export const DETACH_BYTES = 16 * 1024;
+
+/** The settings of a pattern node's stream that its sender is built from. */
+export interface SenderSettings {
+  format: Format;
+  batch: boolean;
+  batchBytes?: number;
+  maxMessageSize: number;
+  highWater: number;
+  queueLimit: number;
+}
+
+/** The sender of a stream over ZeroMQ or QUIC: batching only in the spawn format, the usual sizes. */
+export function streamSender(cfg: SenderSettings, envelope: boolean, transmit: Transmit, backpressure?: SenderEvents['backpressure']): Sender {
+  return new Sender(
+    {
+      format: cfg.format,
+      batch: cfg.batch && cfg.format === 'spawn',
+      batchBytes: cfg.batchBytes ?? DEFAULT_BATCH_BYTES,
+      detachBytes: DETACH_BYTES,
+      maxMessageSize: cfg.maxMessageSize,
+      highWater: cfg.highWater,
+      queueLimit: cfg.queueLimit,
+      envelope,
+    },
+    transmit,
+    { backpressure: (on, queued) => backpressure?.(on, queued) },
+  );
+}
 const DEFAULT_DETACHED_BATCH_BYTES = 1 << 20;
 /** Frames in one detached frame set, whatever their size: libzmq queues whole messages. */
 const MAX_DETACHED_RECORDS = 64;

@@ -4,7 +4,7 @@ import { formatEndpoint, parseEndpoint } from './endpoint';
 import { errorText, StreamError } from './errors';
 import { bindRetrying, watchForNoPeer } from './peer-watch';
 import { decodeReceived } from './receiver';
-import { Format, SendCallback, Sender } from './sender';
+import { DEFAULT_BATCH_BYTES, Format, SendCallback, streamSender } from './sender';
 import { openReliableZmqStream } from './delivery/zmq-links';
 import { CurveKeys, curveSocketOptions } from './curve';
 
@@ -93,10 +93,8 @@ export interface ZmqStream {
   close(lingerMs: number): Promise<number>;
 }
 
-const DEFAULT_BATCH_BYTES = 64 * 1024;
 /** Frames libzmq may hold per peer and direction (see createSocket). */
 const ZMQ_FRAMES_IN_FLIGHT = 64;
-const DETACH_BYTES = 16 * 1024;
 /** Receive turns between yields to the event loop, so downstream nodes run and backpressure reaches the sender. */
 const YIELD_EVERY = 512;
 
@@ -181,34 +179,21 @@ export function openZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamHandlers)
     handlers.status(status);
   };
 
-  const sender = new Sender(
-    {
-      format: cfg.format,
-      batch: cfg.batch && cfg.format === 'spawn',
-      batchBytes,
-      detachBytes: DETACH_BYTES,
-      maxMessageSize: cfg.maxMessageSize,
-      highWater: cfg.highWater,
-      queueLimit: cfg.queueLimit,
-      envelope: ENVELOPE[cfg.pattern],
-    },
-    async (frames) => {
-      // A router with no peer at all would wait for one instead of failing the reply.
-      if (cfg.pattern === 'router' && peers === 0) {
-        throw new StreamError('EHOSTUNREACH', `no peer with identity ${describeKey(frames[0])} is connected to ${where} (no peer at all)`);
+  const sender = streamSender(cfg, ENVELOPE[cfg.pattern], async (frames) => {
+    // A router with no peer at all would wait for one instead of failing the reply.
+    if (cfg.pattern === 'router' && peers === 0) {
+      throw new StreamError('EHOSTUNREACH', `no peer with identity ${describeKey(frames[0])} is connected to ${where} (no peer at all)`);
+    }
+    try {
+      await (socket as zmq.Push).send(frames);
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      if (code === 'EHOSTUNREACH') {
+        throw new StreamError('EHOSTUNREACH', `no peer with identity ${describeKey(frames[0])} is connected to ${where}`);
       }
-      try {
-        await (socket as zmq.Push).send(frames);
-      } catch (e) {
-        const code = (e as { code?: string }).code;
-        if (code === 'EHOSTUNREACH') {
-          throw new StreamError('EHOSTUNREACH', `no peer with identity ${describeKey(frames[0])} is connected to ${where}`);
-        }
-        throw new StreamError(closed ? 'ECLOSED' : 'ESEND', `send on ${where} failed: ${errorText(e)}`);
-      }
-    },
-    { backpressure: (on, queued) => handlers.backpressure?.(on, queued) },
-  );
+      throw new StreamError(closed ? 'ECLOSED' : 'ESEND', `send on ${where} failed: ${errorText(e)}`);
+    }
+  }, (on, queued) => handlers.backpressure?.(on, queued));
 
   // Peer accounting from ZeroMQ's socket monitor. A peer counts once its ZeroMQ handshake
   // succeeded. A connection that closes before completing one was not a ZeroMQ peer (random bytes,

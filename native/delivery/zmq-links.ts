@@ -3,7 +3,7 @@ import { formatEndpoint, parseEndpoint } from '../endpoint';
 import { errorText, StreamError } from '../errors';
 import { bindRetrying, watchForNoPeer } from '../peer-watch';
 import { decodeReceived } from '../receiver';
-import { Sender } from '../sender';
+import { DEFAULT_BATCH_BYTES, streamSender } from '../sender';
 import type { StreamStatus, ZmqStream, ZmqStreamConfig, ZmqStreamHandlers } from '../zmq';
 import { DeliveryEngine, Link } from './engine';
 import { curveSocketOptions } from '../curve';
@@ -23,8 +23,6 @@ import { watchCurve } from '../zmq';
  * type and fails the ZeroMQ handshake: both ends of a link must use the same delivery mode.
  */
 
-const DEFAULT_BATCH_BYTES = 64 * 1024;
-const DETACH_BYTES = 16 * 1024;
 /** Bytes in flight per stream: 256 messages of 64 KiB, ample for a LAN; also what a stage holds for a dead peer. */
 const WINDOW_BYTES = 16 * 1024 * 1024;
 const BEAT_MS = 200;
@@ -132,20 +130,7 @@ export function openReliableZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamH
     },
   );
 
-  const sender = new Sender(
-    {
-      format,
-      batch: cfg.batch && format === 'spawn',
-      batchBytes: cfg.batchBytes ?? DEFAULT_BATCH_BYTES,
-      detachBytes: DETACH_BYTES,
-      maxMessageSize: cfg.maxMessageSize,
-      highWater: cfg.highWater,
-      queueLimit: cfg.queueLimit,
-      envelope: pattern === 'router',
-    },
-    (frames) => engine.transmit(frames),
-    { backpressure: (on, queued) => handlers.backpressure?.(on, queued) },
-  );
+  const sender = streamSender(cfg, pattern === 'router', (frames) => engine.transmit(frames), (on, queued) => handlers.backpressure?.(on, queued));
 
   function watchHandshakes(socket: zmq.Router | zmq.Dealer) {
     // Garbage and foreign peers at a listening port: reported, dropped, the socket keeps serving.

@@ -2,7 +2,7 @@ import net from 'net';
 import { WireMessage } from '../codec';
 import { errorText, StreamError } from '../errors';
 import { decodeReceived } from '../receiver';
-import { Format, SendCallback, Sender } from '../sender';
+import { DETACH_BYTES, Format, SendCallback, Sender } from '../sender';
 import type { StreamStats, StreamStatus } from '../zmq';
 import { Channel, CHANNEL_VERSION, ChannelMessage } from './channel';
 import { CHUNK_HEADER, MessageCursor, Reassembler, wholeMessage, writeChunkHeader } from './chunks';
@@ -78,7 +78,6 @@ export interface FabricStream {
 export const DEFAULT_CHUNK_BYTES = 1024 * 1024 + 64 * 1024;
 const DEFAULT_SEND_BUFFERS = 16;
 const DEFAULT_CREDITS = 16;
-const DETACH_BYTES = 16 * 1024;
 /** Completion-queue reads per progress step (16 completions each) before yielding. */
 const POLLS_PER_STEP = 8;
 /** A sender pausing this long sends a wake-up with its next chunk (the receiver may be backing off). */

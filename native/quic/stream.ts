@@ -4,7 +4,7 @@ import { parseEndpoint } from '../endpoint';
 import { errorText, StreamError } from '../errors';
 import { bindRetrying, watchForNoPeer } from '../peer-watch';
 import { decodeReceived } from '../receiver';
-import { Sender } from '../sender';
+import { DEFAULT_BATCH_BYTES, streamSender } from '../sender';
 import { Pattern, RECEIVES, SENDS, StreamStatus, ZmqStream, ZmqStreamConfig, ZmqStreamHandlers } from '../zmq';
 import { isLoopback, LOOPBACK_DATAGRAM, QuicConn, QuicEndpoint, WAN_DATAGRAM } from './engine';
 import { decodeData, encodeData, encodeRecord, Kind, RecordError, RecordReader } from './framing';
@@ -33,8 +33,6 @@ export interface QuicStreamConfig extends ZmqStreamConfig {
 
 const PARTNER: Record<Pattern, Pattern> = { push: 'pull', pull: 'push', pub: 'sub', sub: 'pub', router: 'dealer', dealer: 'router' };
 const ENVELOPE: Record<Pattern, boolean> = { push: false, pull: false, pub: true, sub: true, router: true, dealer: false };
-const DEFAULT_BATCH_BYTES = 64 * 1024;
-const DETACH_BYTES = 16 * 1024;
 /** Bytes a connection may hold unsent before a sender waits for it (push, dealer, router). */
 const CONN_QUEUE_BYTES = 1024 * 1024;
 /** Bytes a pub lets pile up for one slow sub before it skips messages for that sub. */
@@ -202,20 +200,7 @@ export function openQuicStream(cfg: QuicStreamConfig, handlers: ZmqStreamHandler
     }
   }
 
-  const sender = new Sender(
-    {
-      format: cfg.format,
-      batch: cfg.batch && cfg.format === 'spawn',
-      batchBytes,
-      detachBytes: DETACH_BYTES,
-      maxMessageSize: cfg.maxMessageSize,
-      highWater: cfg.highWater,
-      queueLimit: cfg.queueLimit,
-      envelope: ENVELOPE[cfg.pattern],
-    },
-    transmit,
-    { backpressure: (on, queued) => handlers.backpressure?.(on, queued) },
-  );
+  const sender = streamSender(cfg, ENVELOPE[cfg.pattern], transmit, (on, queued) => handlers.backpressure?.(on, queued));
 
   const receiveOpts = {
     format: cfg.format,
