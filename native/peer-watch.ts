@@ -29,8 +29,9 @@ export function watchForNoPeer(o: NoPeerOptions): () => void {
   let reported = false;
   let since = Date.now();
   const timer = setInterval(() => {
-    if (o.connected()) reported = false;
-    if (o.connected() || o.quiet() || !o.waiting()) {
+    const connected = o.connected();
+    if (connected) reported = false;
+    if (connected || o.quiet() || !o.waiting()) {
       since = Date.now();
       return;
     }

@@ -1,7 +1,7 @@
 import type { NodeAPI } from 'node-red';
-import { loadPeerFile, PeerFileError, peerFilePath, peersOf } from '../../native/peers';
 import { ConfigError } from './config';
 import { FlowNode, readFlow, stageById } from './pipeline';
+import { stageEndpoints } from './source';
 
 /** The node types of the RDMA output side (as launcher/edges.ts lists them). */
 const RDMA_OUT_TYPES = ['spawn-rdma-out', 'spawn rdma out'];
@@ -28,14 +28,5 @@ export function rdmaSourceEndpoints(RED: NodeAPI, sourceStage: string): { endpoi
   }
   const raw = outs[0].port;
   const port = raw === undefined || raw === null || raw === '' ? DEFAULT_RDMA_PORT : Number(raw);
-  const file = peerFilePath();
-  if (!file) return { endpoints: [`tcp://127.0.0.1:${port}`], from: 'this host (no peer file)' };
-  let peers;
-  try {
-    peers = peersOf(loadPeerFile(file), sourceStage);
-  } catch (e) {
-    throw new ConfigError((e as PeerFileError).message);
-  }
-  if (peers.length === 0) throw new ConfigError(`peer file ${file} lists no instance of source stage "${sourceStage}"`);
-  return { endpoints: peers.map((p) => `tcp://${p.private_ip}:${port}`), from: `peer file ${file}` };
+  return stageEndpoints(sourceStage, port);
 }
