@@ -6,6 +6,7 @@ import {
   encodeSingle,
   EncodedPayload,
   FRAME_HEADER,
+  PayloadType,
   recordSize,
 } from './codec';
 import { errorText, StreamError } from './errors';
@@ -56,12 +57,15 @@ export interface SenderEvents {
   backpressure(on: boolean, queued: number): void;
 }
 
-interface Entry {
+/**
+ * A queued message. In the spawn format the entry is its own EncodedPayload (type and bytes), so a
+ * message costs one small object here, not two: at 100 B the producer's allocations set its pace.
+ */
+interface Entry extends EncodedPayload {
   /** Topic (pub) or identity (router); batched messages share one. */
   key: Buffer | undefined;
   meta: Buffer;
-  payload: EncodedPayload | null; // spawn format
-  raw: Buffer[] | null; // raw format
+  raw: Buffer[] | null; // raw format (type and bytes unused)
   size: number;
   cb: SendCallback;
 }
@@ -180,10 +184,12 @@ export class Sender {
       const raw = rawFrames(payload);
       let size = 0;
       for (const f of raw) size += f.length;
-      return { key, meta: metaBytes, payload: null, raw, size, cb };
+      return { key, meta: metaBytes, type: PayloadType.Buffer, bytes: EMPTY_KEY, raw, size, cb };
     }
-    const encoded = encodePayload(payload);
-    return { key, meta: metaBytes, payload: encoded, raw: null, size: encoded.bytes.length, cb };
+    // Buffers, the common case, without the intermediate object encodePayload returns.
+    if (Buffer.isBuffer(payload)) return { key, meta: metaBytes, type: PayloadType.Buffer, bytes: payload, raw: null, size: payload.length, cb };
+    const { type, bytes } = encodePayload(payload);
+    return { key, meta: metaBytes, type, bytes, raw: null, size: bytes.length, cb };
   }
 
   private schedule(): void {
@@ -204,11 +210,10 @@ export class Sender {
       const env = first.key && first.key.length > 0 ? envelope : [];
       return { frames: [...env, ...first.raw], entries: [first] };
     }
-    const payload = first.payload!;
-    const single = recordSize(first.meta, payload);
-    if (payload.bytes.length >= this.opts.detachBytes) return this.takeDetached(first, envelope);
+    const single = recordSize(first.meta, first);
+    if (first.bytes.length >= this.opts.detachBytes) return this.takeDetached(first, envelope);
     if (!this.opts.batch || single >= this.opts.batchBytes) {
-      return { frames: [...envelope, ...encodeSingle(first.meta, payload, this.opts.detachBytes)], entries: [first] };
+      return { frames: [...envelope, ...encodeSingle(first.meta, first, this.opts.detachBytes)], entries: [first] };
     }
     // Choose the batch first, then write it into one buffer of exactly its size: an allocation
     // per frame (large ones live outside V8's heap and make garbage collections come sooner).
@@ -217,14 +222,14 @@ export class Sender {
     while (this.head < this.queue.length) {
       const next = this.queue[this.head];
       if (!sameKey(first.key, next.key) || next.raw) break;
-      const s = recordSize(next.meta, next.payload!);
-      if (next.payload!.bytes.length >= this.opts.detachBytes || size + s > this.opts.batchBytes) break;
+      const s = recordSize(next.meta, next);
+      if (next.bytes.length >= this.opts.detachBytes || size + s > this.opts.batchBytes) break;
       entries.push(next);
       size += s;
       this.head++;
     }
     const writer = new BatchWriter(size);
-    for (const e of entries) writer.add(e.meta, e.payload!);
+    for (const e of entries) writer.add(e.meta, e);
     return { frames: [...envelope, writer.seal()], entries };
   }
 
@@ -233,11 +238,11 @@ export class Sender {
     const entries = [first];
     if (this.opts.batch) {
       const limit = this.opts.detachedBatchBytes ?? DEFAULT_DETACHED_BATCH_BYTES;
-      let bytes = first.payload!.bytes.length;
+      let bytes = first.bytes.length;
       while (this.head < this.queue.length && entries.length < MAX_DETACHED_RECORDS) {
         const next = this.queue[this.head];
         if (next.raw || !sameKey(first.key, next.key)) break;
-        const n = next.payload!.bytes.length;
+        const n = next.bytes.length;
         if (n < this.opts.detachBytes || bytes + n > limit) break;
         entries.push(next);
         bytes += n;
@@ -246,7 +251,7 @@ export class Sender {
     }
     const frames = encodeDetached(
       entries.map((e) => e.meta),
-      entries.map((e) => e.payload!),
+      entries,
     );
     return { frames: [...envelope, ...frames], entries };
   }
