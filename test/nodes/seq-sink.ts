@@ -72,10 +72,6 @@ export = (RED: NodeAPI) => {
       const t = Buffer.isBuffer(msg.payload) ? 'buffer' : msg.payload === null ? 'null' : typeof msg.payload;
       report.types[t] = (report.types[t] ?? 0) + 1;
       const seq = seqOf(msg);
-      if (logFd !== undefined) {
-        seqBuf.writeUInt32LE(seq ?? 0xffffffff, 0);
-        fs.writeSync(logFd, seqBuf);
-      }
       if (seen) {
         if (seq !== undefined && seen.has(seq)) report.duplicates++;
         if (seq !== undefined) seen.add(seq);
@@ -88,6 +84,12 @@ export = (RED: NodeAPI) => {
       if (busy > 0) {
         const until = process.hrtime.bigint() + BigInt(busy * 1000);
         while (process.hrtime.bigint() < until);
+      }
+      // The work first, then its effect (the log line), then done(): a sink killed during the work
+      // has no effect of that message, as a real one that writes its result last.
+      if (logFd !== undefined) {
+        seqBuf.writeUInt32LE(seq ?? 0xffffffff, 0);
+        fs.writeSync(logFd, seqBuf);
       }
       if (report.count === expect) {
         report.done = true;
