@@ -1,4 +1,3 @@
-import * as os from 'os';
 import * as path from 'path';
 import { WatermarkFile, WatermarkFileError } from '../../native/delivery/watermarks';
 import { ConfigError } from './config';
@@ -13,14 +12,17 @@ import { ConfigError } from './config';
  *   EC2 that is /var/lib/spawn-red/.spawn-red/delivery/<pipeline_id>.
  * - else the Node-RED user directory's spawn-delivery/ folder (the local launcher gives every
  *   instance its own user directory in the pipeline's state folder; a bare Node-RED has its own).
+ * - else (a runtime embedded without a user directory, such as a test harness) nowhere: the
+ *   watermarks live in memory only, and a crash may deliver the last finished messages again.
  *
  * The file is named after the stage instance (pipeline, stage, index from the peer file's
  * environment, when there is one) and the node id, so instances sharing a folder on one machine
  * never share a file; and a restarted instance, having the same names, finds its own.
  */
 
-export function watermarkPath(nodeId: string, env: NodeJS.ProcessEnv = process.env, userDir?: string): string {
-  const dir = env.SPAWN_DELIVERY_DIR || path.join(userDir || path.join(os.homedir(), '.node-red'), 'spawn-delivery');
+export function watermarkPath(nodeId: string, env: NodeJS.ProcessEnv = process.env, userDir?: string): string | undefined {
+  const dir = env.SPAWN_DELIVERY_DIR || (userDir ? path.join(userDir, 'spawn-delivery') : undefined);
+  if (!dir) return undefined;
   const instance =
     env.SPAWN_STAGE_ID !== undefined && env.SPAWN_INSTANCE_INDEX !== undefined
       ? `${env.SPAWN_PIPELINE_ID ? `${env.SPAWN_PIPELINE_ID}.` : ''}${env.SPAWN_STAGE_ID}.${env.SPAWN_INSTANCE_INDEX}-`
@@ -38,13 +40,14 @@ export function syncWanted(env: NodeJS.ProcessEnv = process.env): boolean {
  * has, is a ConfigError naming the node and the path (the node does not start: running on would
  * quietly weaken exactly-once to "once unless it crashes").
  */
-export function openWatermarks(node: { id: string; name?: string; warn(text: string): void }, userDir: string | undefined, env: NodeJS.ProcessEnv = process.env): WatermarkFile {
+export function openWatermarks(node: { id: string; name?: string; warn(text: string): void }, userDir: string | undefined, env: NodeJS.ProcessEnv = process.env): WatermarkFile | undefined {
   const file = watermarkPath(node.id, env, userDir);
+  if (!file) return undefined;
   const who = `${node.name ? `"${node.name}" ` : ''}(${node.id})`;
   try {
     return WatermarkFile.open(file, { sync: syncWanted(env), warn: (text) => node.warn(`exactly-once: ${text}`) });
   } catch (e) {
     const text = e instanceof WatermarkFileError ? e.message : String(e);
-    throw new ConfigError(`exactly-once: node ${who} keeps what it has finished in ${file} so that a restart does not deliver it again, but ${text.replace(/^/, '')}. Make the folder writable, or set SPAWN_DELIVERY_DIR to one that is`);
+    throw new ConfigError(`exactly-once: node ${who} cannot keep what it has finished (so that a restart does not deliver it again): ${text}. Make the folder writable, or set SPAWN_DELIVERY_DIR to one that is`);
   }
 }
