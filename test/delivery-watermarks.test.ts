@@ -26,6 +26,8 @@ async function until(what: string, cond: () => boolean, ms = 5000): Promise<void
   }
 }
 
+const SIZE = (slots: number) => 32 + slots * 64;
+
 describe('delivery watermark file', function () {
   let dir: string;
   let file: string;
@@ -35,29 +37,53 @@ describe('delivery watermark file', function () {
   });
   afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  it('reads back each session\'s last watermark; records are rewritten in place', function () {
-    const w = WatermarkFile.open(file);
-    assert.deepEqual(w.restored(), []);
-    for (let i = 1; i <= 1000; i++) {
-      w.write(sid(1), i);
-      if (i % 3 === 0) w.write(sid(2), i * 2);
-    }
-    w.write(sid(3), 2 ** 40 + 7); // beyond 32 bits
-    // No close: a killed process does not close either; the page cache has the writes.
-    assert.equal(fs.statSync(file).size, 32 + 3 * 32, 'header and one record per session');
-    const again = WatermarkFile.open(file);
-    const got = new Map(again.restored().map((r) => [r.session.toString('latin1'), r.done]));
-    assert.deepEqual(got, new Map([[sid(1).toString('latin1'), 1000], [sid(2).toString('latin1'), 1998], [sid(3).toString('latin1'), 2 ** 40 + 7]]));
-    // The reopened file goes on in the same slots.
-    again.write(sid(1), 1001);
-    again.write(sid(4), 5);
-    assert.equal(fs.statSync(file).size, 32 + 4 * 32);
-    const third = WatermarkFile.open(file);
-    assert.equal(third.restored().find((r) => r.session.equals(sid(1)))!.done, 1001);
-    w.close();
-    again.close();
-    third.close();
-  });
+  for (const mmap of [true, false]) {
+    const method = mmap ? 'mmap' : 'pwrite';
+    it(`${method}: reads back each session's last watermark; the file has a fixed size, slots are rewritten in place`, function () {
+      const w = WatermarkFile.open(file, { mmap });
+      assert.equal(w.method, method);
+      assert.deepEqual(w.restored(), []);
+      assert.equal(fs.statSync(file).size, SIZE(DEFAULT_MAX_SESSIONS), '64 KiB and the header, written in full at once');
+      for (let i = 1; i <= 1000; i++) {
+        w.write(sid(1), i);
+        if (i % 3 === 0) w.write(sid(2), i * 2);
+      }
+      w.write(sid(3), 2 ** 40 + 7); // beyond 32 bits
+      // No close: a killed process does not close either; the page cache has the stores.
+      const again = WatermarkFile.open(file, { mmap });
+      const got = new Map(again.restored().map((r) => [r.session.toString('latin1'), r.done]));
+      assert.deepEqual(got, new Map([[sid(1).toString('latin1'), 1000], [sid(2).toString('latin1'), 1998], [sid(3).toString('latin1'), 2 ** 40 + 7]]));
+      // The reopened file goes on in the same slots.
+      again.write(sid(1), 1001);
+      again.write(sid(4), 5);
+      assert.equal(fs.statSync(file).size, SIZE(DEFAULT_MAX_SESSIONS));
+      const third = WatermarkFile.open(file, { mmap });
+      assert.equal(third.restored().find((r) => r.session.equals(sid(1)))!.done, 1001);
+      assert.equal(third.restored().find((r) => r.session.equals(sid(4)))!.done, 5);
+      w.close();
+      again.close();
+      third.close();
+    });
+
+    it(`${method}: a copy torn by a crash in mid-update leaves the other one, an update behind`, function () {
+      const w = WatermarkFile.open(file, { mmap });
+      w.write(sid(1), 7); // copy 0
+      w.write(sid(1), 8); // copy 1
+      w.close();
+      const b = fs.readFileSync(file);
+      b[32 + 32 + 9] ^= 0xff; // copy 1's watermark, as a half-done store would leave it
+      fs.writeFileSync(file, b);
+      const warnings: string[] = [];
+      const r = WatermarkFile.open(file, { mmap, warn: (t) => warnings.push(t) });
+      assert.deepEqual(r.restored().map((x) => x.done), [7]);
+      assert.match(warnings.join('\n'), /1 corrupt record ignored/);
+      r.write(sid(1), 9); // into the torn copy: the intact one stays until the next update
+      r.close();
+      const again = WatermarkFile.open(file, { mmap });
+      assert.deepEqual(again.restored().map((x) => x.done), [9]);
+      again.close();
+    });
+  }
 
   it('sessions that ended do not make it grow: past maxSessions the slot written longest ago is reused', async function () {
     const w = WatermarkFile.open(file, { maxSessions: 4 });
@@ -67,11 +93,10 @@ describe('delivery watermark file', function () {
       await new Promise((r) => setTimeout(r, 2));
     }
     w.close();
-    assert.equal(fs.statSync(file).size, 32 + 4 * 32);
+    assert.equal(fs.statSync(file).size, SIZE(4));
     const r = WatermarkFile.open(file, { maxSessions: 4 });
     assert.deepEqual(r.restored().map((x) => x.session.toString('latin1')).sort(), [6, 7, 8, 9].map((i) => sid(i).toString('latin1')));
     r.close();
-    assert.equal(DEFAULT_MAX_SESSIONS * 32 + 32, 32800, 'the default bound: 32 KiB of records');
   });
 
   it('a corrupt record is reported and skipped; the others are used, nothing throws', function () {
@@ -81,7 +106,7 @@ describe('delivery watermark file', function () {
     w.write(sid(3), 30);
     w.close();
     const b = fs.readFileSync(file);
-    b[32 + 32 + 9] ^= 0xff; // the second record's watermark
+    b[32 + 64 + 9] ^= 0xff; // the second slot's only record
     fs.writeFileSync(file, b);
     const warnings: string[] = [];
     const r = WatermarkFile.open(file, { warn: (t) => warnings.push(t) });
@@ -89,23 +114,23 @@ describe('delivery watermark file', function () {
     assert.equal(warnings.length, 1);
     assert.match(warnings[0], /1 corrupt record ignored/);
     assert.ok(warnings[0].includes(file), 'the warning names the file');
-    // The corrupt slot is taken by the next new session: the file does not grow.
-    r.write(sid(4), 40);
-    assert.equal(fs.statSync(file).size, 32 + 3 * 32);
     r.close();
   });
 
-  it('a truncated file: the partial record is reported, whole ones are used', function () {
+  it('a truncated file: the partial slot is reported, whole ones are used, the file is whole again', function () {
     const w = WatermarkFile.open(file);
     w.write(sid(1), 10);
     w.write(sid(2), 20);
     w.close();
-    fs.truncateSync(file, 32 + 32 + 13);
+    fs.truncateSync(file, 32 + 64 + 13);
     const warnings: string[] = [];
     const r = WatermarkFile.open(file, { warn: (t) => warnings.push(t) });
     assert.deepEqual(r.restored().map((x) => x.done), [10]);
     assert.match(warnings.join('\n'), /truncated/);
+    assert.equal(fs.statSync(file).size, SIZE(DEFAULT_MAX_SESSIONS));
+    r.write(sid(3), 3);
     r.close();
+    assert.deepEqual(WatermarkFile.open(file).restored().map((x) => x.done).sort(), [10, 3].sort());
   });
 
   it('a file that is not a watermark file (or a header cut short) is kept aside and started afresh', function () {
@@ -119,7 +144,7 @@ describe('delivery watermark file', function () {
       assert.deepEqual(fs.readFileSync(`${file}.corrupt`), junk, 'the old file is kept for a look');
       r.write(sid(1), 1);
       r.close();
-      assert.equal(fs.statSync(file).size, 64);
+      assert.deepEqual(WatermarkFile.open(file).restored().map((x) => x.done), [1]);
     }
   });
 
