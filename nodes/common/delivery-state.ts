@@ -30,6 +30,14 @@ export function watermarkPath(nodeId: string, env: NodeJS.ProcessEnv = process.e
   return path.join(dir, `${(instance + nodeId).replace(/[^A-Za-z0-9._-]/g, '_')}.watermarks`);
 }
 
+/**
+ * SPAWN_DELIVERY_STATE: `file` (default), or `off`: watermarks in memory only (a crash may then
+ * deliver the last finished messages again; for measurements, or where there is no disk).
+ */
+export function stateWanted(env: NodeJS.ProcessEnv = process.env): boolean {
+  return env.SPAWN_DELIVERY_STATE !== 'off';
+}
+
 /** SPAWN_DELIVERY_SYNC=1: every watermark written through to the disk (O_DSYNC), for machine crashes too. */
 export function syncWanted(env: NodeJS.ProcessEnv = process.env): boolean {
   return /^(1|true|yes)$/i.test(env.SPAWN_DELIVERY_SYNC ?? '');
@@ -41,7 +49,7 @@ export function syncWanted(env: NodeJS.ProcessEnv = process.env): boolean {
  * quietly weaken exactly-once to "once unless it crashes").
  */
 export function openWatermarks(node: { id: string; name?: string; warn(text: string): void }, userDir: string | undefined, env: NodeJS.ProcessEnv = process.env): WatermarkFile | undefined {
-  const file = watermarkPath(node.id, env, userDir);
+  const file = stateWanted(env) ? watermarkPath(node.id, env, userDir) : undefined;
   if (!file) return undefined;
   const who = `${node.name ? `"${node.name}" ` : ''}(${node.id})`;
   try {
