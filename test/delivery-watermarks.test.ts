@@ -1,5 +1,5 @@
 import { strict as assert } from 'assert';
-import { spawn } from 'child_process';
+import { spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -193,6 +193,31 @@ describe('delivery watermark file', function () {
     assert.equal(watermarkPath('pull1', { ...env, SPAWN_DELIVERY_DIR: '/var/x' }, '/u'), path.join('/var/x', 'p1.parse.0-pull1.watermarks'));
     assert.equal(watermarkPath('a/b', {}, '/u'), path.join('/u', 'spawn-delivery', 'a_b.watermarks'));
     assert.equal(watermarkPath('pull1', {}, undefined), undefined, 'no user directory, no folder named: in memory only');
+  });
+
+  it('spawn-red run without --user-dir (a temporary one) points a launched stage at ~/.spawn-red/delivery/<pipeline>', function () {
+    const out = path.join(dir, 'env.txt');
+    const flowFile = path.join(dir, 'flows.json');
+    fs.writeFileSync(
+      flowFile,
+      JSON.stringify([
+        { id: 'tabX', type: 'tab', label: 'X' },
+        { id: 'stX', type: 'spawn-stage', z: 'tabX', stageId: 'x', command: `echo "dir=$SPAWN_DELIVERY_DIR" > ${out}`, wires: [] },
+      ]),
+    );
+    const self = { stage_id: 'x', stage_index: 0, instance_id: 'local-x-0', private_ip: '127.0.0.1', dns_name: 'x-0', state: 'running', index: 0 };
+    const peers = path.join(dir, 'peers.json');
+    fs.writeFileSync(peers, JSON.stringify({ pipeline_id: 'pipe7', stage_id: 'x', stage_index: 0, instance_index: 0, stage_peers: [self], upstream_stages: {}, downstream_stages: {}, all_stages: { x: [self] } }));
+    const cli = path.resolve(__dirname, '..', '..', 'bin', 'spawn-red.js');
+    const env: NodeJS.ProcessEnv = { ...process.env, SPAWN_RED_HOME: path.join(dir, 'home') };
+    delete env.SPAWN_DELIVERY_DIR;
+    const run = (...extra: string[]) => {
+      const r = spawnSync(process.execPath, [cli, 'run', '--flow', flowFile, '--stage', 'x', '--peers', peers, ...extra], { encoding: 'utf8', timeout: 20_000, env });
+      assert.equal(r.status, 0, r.stdout + r.stderr);
+      return fs.readFileSync(out, 'utf8').trim();
+    };
+    assert.equal(run(), `dir=${path.join(dir, 'home', 'delivery', 'pipe7')}`);
+    assert.equal(run('--user-dir', path.join(dir, 'u')), 'dir=', 'with a user directory the watermarks go there');
   });
 });
 
