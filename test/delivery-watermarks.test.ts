@@ -314,3 +314,49 @@ for (const sameLink of [true, false]) {
     }
   });
 }
+
+describe('exactly-once nodes keep their watermark file (Node-RED runtime)', function () {
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const nr = require('./support/nr') as typeof import('./support/nr');
+  let dir: string;
+  let saved: string | undefined;
+  before(() => nr.startServer());
+  after(() => nr.stopServer());
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'spawn-wm-nodes-'));
+    saved = process.env.SPAWN_DELIVERY_DIR;
+  });
+  afterEach(async () => {
+    await nr.unload();
+    if (saved === undefined) delete process.env.SPAWN_DELIVERY_DIR;
+    else process.env.SPAWN_DELIVERY_DIR = saved;
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('a pull records in its file what it finished (all 100 of one sender session)', async function () {
+    process.env.SPAWN_DELIVERY_DIR = path.join(dir, 'state');
+    const port = await nr.freePort();
+    const EO = { delivery: 'exactly-once', peerTimeout: 1500, reconnect: 50 };
+    await nr.load([
+      { id: 'push', type: 'spawn-push', addr: '127.0.0.1', port, ...EO, wires: [] },
+      { id: 'pull', type: 'spawn-pull', endpoints: `tcp://127.0.0.1:${port}`, ...EO, wires: [['out']] },
+      { id: 'out', type: 'helper' },
+    ]);
+    const got = nr.collect('out', 100);
+    for (let i = 0; i < 100; i++) nr.node('push').receive({ payload: i } as never);
+    await got;
+    await nr.unload();
+    const file = path.join(dir, 'state', 'pull.watermarks');
+    const w = WatermarkFile.open(file);
+    assert.deepEqual(w.restored().map((r) => r.done), [100], 'one sender session, all 100 finished');
+    w.close();
+  });
+
+  it('a folder that cannot be written: the node does not start, its status and log name it and the path', async function () {
+    const blocker = path.join(dir, 'a-file');
+    fs.writeFileSync(blocker, 'x');
+    process.env.SPAWN_DELIVERY_DIR = path.join(blocker, 'state');
+    await nr.load([{ id: 'pull', type: 'spawn-pull', name: 'orders in', endpoints: 'tcp://127.0.0.1:5999', delivery: 'exactly-once', wires: [] }]);
+    await nr.waitForStatus('pull', (s) => s.fill === 'red' && /node "orders in" \(pull\)/.test(s.text ?? '') && (s.text ?? '').includes(path.join(blocker, 'state')));
+  });
+});
