@@ -360,3 +360,21 @@ describe('exactly-once nodes keep their watermark file (Node-RED runtime)', func
     await nr.waitForStatus('pull', (s) => s.fill === 'red' && /node "orders in" \(pull\)/.test(s.text ?? '') && (s.text ?? '').includes(path.join(blocker, 'state')));
   });
 });
+
+describe('delivery header of a moved frame set', function () {
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const { encodeHeader, decodeHeader, HEADER_BYTES, MOVED_HEADER_BYTES } = require('../native/delivery/protocol') as typeof import('../native/delivery/protocol');
+  it('carries its original session and sequence number (52 bytes); other headers stay 36', function () {
+    const moved = encodeHeader(Kind.Data, sid(2), 10, 5, 3, 1, sid(1), 2 ** 33 + 4);
+    assert.equal(moved.length, MOVED_HEADER_BYTES);
+    const h = decodeHeader(moved);
+    assert.deepEqual([h.seq, h.base, h.count, h.skip, h.originSeq], [10, 5, 3, 1, 2 ** 33 + 4]);
+    assert.ok(h.origin!.equals(sid(1)) && h.id.equals(sid(2)));
+    const plain = decodeHeader(encodeHeader(Kind.Data, sid(2), 10, 5, 3));
+    assert.equal(plain.origin, undefined);
+    // Only DATA may be long; a long ACK is malformed.
+    const longAck = Buffer.concat([encodeHeader(Kind.Ack, sid(2), 10, 0, 0), Buffer.alloc(16)]);
+    assert.equal(longAck.length, MOVED_HEADER_BYTES);
+    assert.throws(() => decodeHeader(longAck), new RegExp(`delivery header of ${MOVED_HEADER_BYTES} bytes \\(expected ${HEADER_BYTES}`));
+  });
+});
