@@ -96,13 +96,14 @@ export function registerPatternNode(RED: NodeAPI, pattern: Pattern): void {
         // The delivery engine (native/delivery) has ZeroMQ links only so far.
         throw new ConfigError(`delivery "exactly-once" runs over transport "tcp" only for now, not "${transport}"`);
       }
-      // Exactly-once receivers acknowledge when the wired nodes are done (./completion.ts).
-      const completion = cfg.delivery === 'exactly-once' && RECEIVES[pattern] ? trackCompletion(RED, node, (def as { wires?: unknown }).wires) : undefined;
-      stopCompletion = () => completion?.stop();
-      // ...and remember what they finished across a crash (./delivery-state.ts).
+      // Exactly-once receivers remember what they finished across a crash (./delivery-state.ts; first:
+      // a folder that cannot be written stops the node before anything is set up)...
       const watermarks = cfg.delivery === 'exactly-once' && RECEIVES[pattern] ? openWatermarks(node, RED.settings.userDir as string | undefined) : undefined;
       cfg.watermarks = watermarks;
       const stopWatermarks = () => watermarks?.close();
+      // ...and acknowledge when the wired nodes are done (./completion.ts).
+      const completion = cfg.delivery === 'exactly-once' && RECEIVES[pattern] ? trackCompletion(RED, node, (def as { wires?: unknown }).wires) : undefined;
+      stopCompletion = () => completion?.stop();
       const opened = withCleanup(stopWatermarks, () => openTransport(RED, transport, cfg, def.sourceStage, {
         acknowledges: completion !== undefined,
         message: (m, key, done) => {
