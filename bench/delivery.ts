@@ -14,9 +14,14 @@ import { freePort } from '../test/support/ports';
  * Timing as in bench/run.ts: the receiving seq-sink's clock at its first and its last message.
  * Every run checks that all messages arrived once and in order. Target: exactly-once keeps at
  * least 0.7 of at-most-once's throughput at 64 KiB. Results: bench/results/delivery.md.
+ *
+ * A third mode, exactly-once with the receiver's watermark file off (SPAWN_DELIVERY_STATE=off on
+ * the consumer: watermarks in memory only), runs in the same rounds: the ratio of exactly-once to
+ * it is what keeping the watermarks across a crash costs (native/delivery/watermarks.ts).
  */
 
-type Mode = 'at-most-once' | 'exactly-once';
+type Mode = 'at-most-once' | 'exactly-once' | 'exactly-once-no-file';
+const MODES: Mode[] = ['at-most-once', 'exactly-once', 'exactly-once-no-file'];
 interface Case {
   size: number;
   count: number;
@@ -32,17 +37,20 @@ const CASES: Case[] = [
 
 async function run(mode: Mode, c: Case): Promise<number> {
   const port = await freePort();
+  const noFile = mode === 'exactly-once-no-file';
+  const delivery = noFile ? 'exactly-once' : mode;
   const consumer = await startChildRuntime(
     tabFlow('consumer', [
-      { id: 'pull', type: 'spawn-pull', endpoints: `tcp://127.0.0.1:${port}`, delivery: mode, wires: [['sink']] },
+      { id: 'pull', type: 'spawn-pull', endpoints: `tcp://127.0.0.1:${port}`, delivery, wires: [['sink']] },
       { id: 'sink', type: 'seq-sink', expect: c.count, label: 'sink' },
     ]),
     'bench-consumer',
+    noFile ? { env: { SPAWN_DELIVERY_STATE: 'off' } } : {},
   );
   const producer = await startChildRuntime(
     tabFlow('producer', [
       { id: 'src', type: 'seq-source', count: c.count, size: c.size, kind: 'buffer', window: c.window, startDelay: 1000, wires: [['push']] },
-      { id: 'push', type: 'spawn-push', addr: '127.0.0.1', port, delivery: mode },
+      { id: 'push', type: 'spawn-push', addr: '127.0.0.1', port, delivery },
     ]),
     'bench-producer',
   );
@@ -60,20 +68,26 @@ const median = (xs: number[]) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.
 const fmt = (n: number) => (n >= 1000 ? `${(n / 1000).toFixed(1)}k` : n.toFixed(0));
 
 async function main(): Promise<void> {
-  const lines = ['| payload | messages | at-most-once msg/s | exactly-once msg/s | exactly-once MB/s | ratio |', '|---|---|---|---|---|---|'];
+  const lines = [
+    '| payload | messages | at-most-once msg/s | exactly-once msg/s | exactly-once MB/s | ratio | exactly-once, no watermark file, msg/s | with file / without |',
+    '|---|---|---|---|---|---|---|---|',
+  ];
   let ok = true;
   for (const c of CASES) {
-    const rates: Record<Mode, number[]> = { 'at-most-once': [], 'exactly-once': [] };
+    const rates: Record<Mode, number[]> = { 'at-most-once': [], 'exactly-once': [], 'exactly-once-no-file': [] };
     for (let i = 0; i < reps; i++) {
-      for (const mode of ['at-most-once', 'exactly-once'] as const) rates[mode].push(await run(mode, c));
+      for (const mode of MODES) rates[mode].push(await run(mode, c));
     }
+    const noFile = median(rates['exactly-once-no-file']);
     const amo = median(rates['at-most-once']);
     const eo = median(rates['exactly-once']);
     const ratio = eo / amo;
     if (c.size === 65536 && ratio < 0.7) ok = false;
     const label = c.size >= 1024 ? `${c.size / 1024} KiB` : `${c.size} B`;
-    lines.push(`| ${label} | ${c.count} | ${fmt(amo)} | ${fmt(eo)} | ${((eo * c.size) / 1e6).toFixed(0)} | ${ratio.toFixed(2)} |`);
-    console.log(`${label}: at-most-once ${rates['at-most-once'].map(fmt).join(' ')}; exactly-once ${rates['exactly-once'].map(fmt).join(' ')} msg/s`);
+    lines.push(`| ${label} | ${c.count} | ${fmt(amo)} | ${fmt(eo)} | ${((eo * c.size) / 1e6).toFixed(0)} | ${ratio.toFixed(2)} | ${fmt(noFile)} | ${(eo / noFile).toFixed(2)} |`);
+    console.log(
+      `${label}: at-most-once ${rates['at-most-once'].map(fmt).join(' ')}; exactly-once ${rates['exactly-once'].map(fmt).join(' ')}; without file ${rates['exactly-once-no-file'].map(fmt).join(' ')} msg/s`,
+    );
   }
   const table = lines.join('\n');
   console.log(`\nexactly-once vs at-most-once, push → pull, medians of ${reps}\n${table}\n${ok ? 'target met' : 'TARGET MISSED'}: exactly-once ≥ 0.7 × at-most-once at 64 KiB`);

@@ -85,6 +85,11 @@ export async function startRun(opts: RunOptions): Promise<Running> {
   const secrets = await runSecrets(opts);
   if (secrets) Object.assign(env, secrets.env);
   if (stage) Object.assign(env, stage.env);
+  // Exactly-once receivers keep what they finished across a crash under the user directory; a
+  // temporary one dies with the process, so a launched stage's go where a restart finds them.
+  if (peers.file && !opts.userDir && !env.SPAWN_DELIVERY_DIR && !process.env.SPAWN_DELIVERY_DIR) {
+    env.SPAWN_DELIVERY_DIR = path.join(process.env.SPAWN_RED_HOME || path.join(os.homedir(), '.spawn-red'), 'delivery', peers.file.pipeline_id);
+  }
   if (opts.hostfile) {
     if (!peers.file) throw new RunError('--hostfile needs a peer file: the hostfile lists the stage\'s instances');
     const target = opts.hostfile === true ? DEFAULT_HOSTFILE : opts.hostfile;

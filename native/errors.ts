@@ -19,6 +19,7 @@ export type StreamErrorCode =
   | 'EPEERLOST' // exactly-once: a peer went silent with messages unacknowledged (they are resent)
   | 'EPEERGONE' // a connected peer went away without saying goodbye (RDMA: what was in flight to it may be lost)
   | 'EFABRIC' // libfabric refused or failed an operation (RDMA)
+  | 'ESTATEFILE' // exactly-once: the receiver's watermark file cannot be written
   | 'ESEND'; // any other send failure
 
 export class StreamError extends Error {

@@ -6,6 +6,7 @@ import { bindRetrying, watchForNoPeer } from './peer-watch';
 import { decodeReceived } from './receiver';
 import { DEFAULT_BATCH_BYTES, Format, SendCallback, streamSender } from './sender';
 import { openReliableZmqStream } from './delivery/zmq-links';
+import type { WatermarkStore } from './delivery/engine';
 import { CurveKeys, curveSocketOptions } from './curve';
 
 /**
@@ -53,6 +54,8 @@ export interface ZmqStreamConfig {
   delivery?: Delivery;
   /** CurveZMQ: the pipeline's key pair (./curve.ts); none for plain TCP. */
   curve?: CurveKeys;
+  /** Exactly-once receivers: completed watermarks that outlive a crash (delivery/watermarks.ts). */
+  watermarks?: WatermarkStore;
 }
 
 export type Delivery = 'at-most-once' | 'exactly-once';

@@ -22,6 +22,12 @@ import { decodeHeader, DeliveryError, encodeHeader, Header, Kind, randomId } fro
  * receiver, knowing nothing of the session, starts at the header's `base`. A link silent for
  * `deadMs` is down; what it holds goes to another live link (another instance of the stage) with
  * new sequence numbers, and `base` tells the old receiver, should it return, to skip them.
+ *
+ * Crashes: with a `watermarks` store (./watermarks.ts) the receiver records, synchronously as each
+ * session's completed watermark advances, what it has finished; restarted, it starts every session
+ * it knows at that watermark. So what a killed receiver finished but had not acknowledged yet is
+ * dropped and acknowledged when the sender resends it, on the same session (the peer's new epoch)
+ * or, after a fail-over, on a new one: moved frame sets name their original session and sequence.
  */
 
 export interface LinkIo {
@@ -63,6 +69,16 @@ export interface DeliveryOptions {
    * fill and backpressure reaches the source instead of the push's queue limit refusing messages).
    */
   maxUndone?: { messages: number; bytes: number };
+  /** Where completed watermarks outlive the process (see the class comment); none: in memory only. */
+  watermarks?: WatermarkStore;
+}
+
+/** The receiver's persistent completed watermarks, per sender session (./watermarks.ts WatermarkFile). */
+export interface WatermarkStore {
+  /** What a previous run of this receiver had completed. */
+  restored(): Array<{ session: Buffer; done: number }>;
+  /** Everything of `session` below `done` is complete; synchronous, before the acknowledgement is queued. */
+  write(session: Buffer, done: number): void;
 }
 
 interface Outgoing {
@@ -72,6 +88,9 @@ interface Outgoing {
   acked: number;
   bytes: number;
   frames: Buffer[];
+  /** The session and sequence number it was first sent with (they change when a fail-over moves it). */
+  origin: Buffer;
+  originSeq: number;
 }
 
 interface SessionState {
@@ -137,6 +156,7 @@ export class DeliveryEngine {
   private readonly timer: NodeJS.Timeout;
   redelivered = 0;
   duplicates = 0;
+  private persistFailed: string | undefined;
 
   constructor(
     private readonly opts: DeliveryOptions,
@@ -144,6 +164,7 @@ export class DeliveryEngine {
   ) {
     this.timer = setInterval(() => this.tick(), opts.beatMs);
     this.timer.unref();
+    for (const r of opts.watermarks?.restored() ?? []) this.session(r.session.toString('latin1'), r.done);
   }
 
   get peers(): number {
@@ -227,7 +248,7 @@ export class DeliveryEngine {
       if (link && link.up && this.hasRoom(bytes)) break;
       await new Promise<void>((r) => this.waiters.push(r));
     }
-    const entry: Outgoing = { seq: link.next, count, acked: 0, bytes, frames: body };
+    const entry: Outgoing = { seq: link.next, count, acked: 0, bytes, frames: body, origin: link.session, originSeq: link.next };
     link.next += count;
     link.unacked.push(entry);
     this.framesInFlight++;
@@ -250,7 +271,8 @@ export class DeliveryEngine {
   }
 
   private sendData(link: Link, e: Outgoing): Promise<void> {
-    const head = encodeHeader(Kind.Data, link.session, e.seq, link.base, e.count, e.acked);
+    const moved = e.origin !== link.session;
+    const head = encodeHeader(Kind.Data, link.session, e.seq, link.base, e.count, e.acked, moved ? e.origin : undefined, e.originSeq);
     // Taken by the window now: a send the transport refuses is resent when the link returns or fails over.
     return this.io.send(link.key, [head, ...e.frames], false).catch(() => undefined);
   }
@@ -322,10 +344,12 @@ export class DeliveryEngine {
       st.done = h.base;
       for (const q of st.completed) if (q < h.base) st.completed.delete(q);
     }
-    // The first `skip` were acknowledged by another instance before a fail-over: done, not delivered here.
-    if (h.skip > 0 && h.seq <= st.expect && st.expect < h.seq + h.skip) {
+    // The first `skip` were acknowledged by another instance before a fail-over, or (a moved frame
+    // set) this receiver finished them under their original session before it restarted: done, not delivered here.
+    const skipped = Math.max(h.skip, h.origin ? finishedOf(this.sessions.get(h.origin.toString('latin1')), h.originSeq!, h.count) : 0);
+    if (skipped > 0 && h.seq <= st.expect && st.expect < h.seq + skipped) {
       const from = st.expect;
-      st.expect = h.seq + h.skip;
+      st.expect = h.seq + skipped;
       for (let q = Math.max(from, st.done); q < st.expect; q++) this.complete(link, Buffer.from(h.id), st, q);
     }
     const end = h.seq + h.count;
@@ -360,6 +384,7 @@ export class DeliveryEngine {
       });
     } else {
       st.done = end;
+      this.persist(h.id, end);
       this.io.deliver(link, frames.slice(1), skip, h.count, undefined);
       this.queueAck(link, h.id, st);
     }
@@ -381,7 +406,23 @@ export class DeliveryEngine {
     }
     st.done++;
     while (st.completed.delete(st.done)) st.done++;
+    this.persist(id, st.done);
     this.queueAck(link, id, st);
+  }
+
+  /** The watermark outlives the process; a failing write (disk full) is reported once and the stream goes on. */
+  private persist(id: Buffer, done: number): void {
+    const store = this.opts.watermarks;
+    if (!store) return;
+    try {
+      store.write(id, done);
+      this.persistFailed = undefined;
+    } catch (e) {
+      const text = (e as Error).message;
+      if (text === this.persistFailed) return;
+      this.persistFailed = text;
+      this.io.problem(new StreamError('ESTATEFILE', `${text}; messages finished since may come again once if this process crashes`));
+    }
   }
 
   private queueAck(link: Link, id: Buffer, st: SessionState): void {
@@ -473,7 +514,7 @@ export class DeliveryEngine {
     link.unacked = [];
     for (const e of moving) {
       const to = this.pick()!;
-      const moved: Outgoing = { seq: to.next, count: e.count, acked: e.acked, bytes: e.bytes, frames: e.frames };
+      const moved: Outgoing = { seq: to.next, count: e.count, acked: e.acked, bytes: e.bytes, frames: e.frames, origin: e.origin, originSeq: e.originSeq };
       to.next += e.count;
       to.unacked.push(moved);
       this.redelivered += e.count - e.acked;
@@ -526,6 +567,11 @@ export class DeliveryEngine {
     for (const r of this.receiveWaiters.splice(0)) r();
     return left;
   }
+}
+
+/** How many messages from `originSeq` (at most `count`) a session had completed. */
+function finishedOf(st: SessionState | undefined, originSeq: number, count: number): number {
+  return st ? Math.min(count, Math.max(0, st.done - originSeq)) : 0;
 }
 
 function describe(id: Buffer): string {

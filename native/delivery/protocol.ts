@@ -17,12 +17,18 @@
  *        notices a lost tail even when no newer data follows it.
  *
  * Sequence numbers are JavaScript numbers (exact to 2^53), written as two u32 halves.
+ *
+ * A DATA frame set moved to another link by a fail-over carries 16 bytes more (52 in all): the
+ * session and sequence number it was first sent with, origin(8) originSeq(u64 LE). A receiver that
+ * finished messages of that session (a restarted instance, from its watermark file) skips them.
  */
 
 export const DELIVERY_MAGIC0 = 0x53; // 'S'
 export const DELIVERY_MAGIC1 = 0x44; // 'D'
 export const DELIVERY_VERSION = 1;
 export const HEADER_BYTES = 36;
+/** A DATA header with its origin (a frame set moved by a fail-over). */
+export const MOVED_HEADER_BYTES = HEADER_BYTES + 16;
 
 export enum Kind {
   Data = 1,
@@ -38,6 +44,9 @@ export interface Header {
   base: number;
   count: number;
   skip: number;
+  /** A moved frame set: the session and sequence number it was first sent with. */
+  origin?: Buffer;
+  originSeq?: number;
 }
 
 export class DeliveryError extends Error {
@@ -53,8 +62,8 @@ function readU64(b: Buffer, at: number): number {
   return b.readUInt32LE(at) + b.readUInt32LE(at + 4) * 0x1_0000_0000;
 }
 
-export function encodeHeader(kind: Kind, id: Buffer, seq: number, base: number, count: number, skip = 0): Buffer {
-  const b = Buffer.allocUnsafe(HEADER_BYTES);
+export function encodeHeader(kind: Kind, id: Buffer, seq: number, base: number, count: number, skip = 0, origin?: Buffer, originSeq = 0): Buffer {
+  const b = Buffer.allocUnsafe(origin ? MOVED_HEADER_BYTES : HEADER_BYTES);
   b[0] = DELIVERY_MAGIC0;
   b[1] = DELIVERY_MAGIC1;
   b[2] = DELIVERY_VERSION;
@@ -64,12 +73,17 @@ export function encodeHeader(kind: Kind, id: Buffer, seq: number, base: number, 
   writeU64(b, 20, base);
   b.writeUInt32LE(count, 28);
   b.writeUInt32LE(skip, 32);
+  if (origin) {
+    origin.copy(b, 36, 0, 8);
+    writeU64(b, 44, originSeq);
+  }
   return b;
 }
 
 /** Reads a delivery header; throws DeliveryError (never anything else) for anything malformed. */
 export function decodeHeader(frame: Buffer | undefined): Header {
-  if (!frame || frame.length !== HEADER_BYTES) {
+  const moved = frame?.length === MOVED_HEADER_BYTES && frame[3] === Kind.Data;
+  if (!frame || (frame.length !== HEADER_BYTES && !moved)) {
     throw new DeliveryError(`delivery header of ${frame?.length ?? 0} bytes (expected ${HEADER_BYTES}; is the peer in exactly-once mode?)`);
   }
   if (frame[0] !== DELIVERY_MAGIC0 || frame[1] !== DELIVERY_MAGIC1) {
@@ -83,7 +97,12 @@ export function decodeHeader(frame: Buffer | undefined): Header {
   const count = frame.readUInt32LE(28);
   const skip = frame.readUInt32LE(32);
   if (kind === Kind.Data && (count === 0 || skip >= count)) throw new DeliveryError(`data header with ${count} messages, ${skip} of them to skip`);
-  return { kind, id: frame.subarray(4, 12), seq, base, count, skip };
+  const h: Header = { kind, id: frame.subarray(4, 12), seq, base, count, skip };
+  if (moved) {
+    h.origin = frame.subarray(36, 44);
+    h.originSeq = readU64(frame, 44);
+  }
+  return h;
 }
 
 /** A random 8-byte id: a stream's epoch or a link's session. */

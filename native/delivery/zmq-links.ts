@@ -97,6 +97,7 @@ export function openReliableZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamH
       // Only a pure receiver stops reading: router and dealer read acknowledgements on the same socket.
       maxUndone: pattern === 'pull' ? { messages: Math.min(cfg.queueLimit / 4, 16_384), bytes: 16 * 1024 * 1024 } : undefined,
       count: (frames) => (format === 'raw' ? 1 : frames[0].readUInt32LE(4)),
+      watermarks: cfg.watermarks,
     },
     {
       send(key, frames, control) {

@@ -10,6 +10,7 @@ import { registerStats } from './stats';
 import { openTransport, transportOption } from './transport';
 import { ProblemReporter } from './problems';
 import { trackCompletion } from './completion';
+import { openWatermarks } from './delivery-state';
 
 /**
  * One implementation for the six ZeroMQ pattern nodes: a thin adapter between Node-RED messages
@@ -54,6 +55,16 @@ function toKey(value: unknown): Buffer | undefined {
   return Buffer.from(String(value), 'utf8');
 }
 
+/** Runs `open`; if it throws, `cleanup` first. */
+function withCleanup<T>(cleanup: () => void, open: () => T): T {
+  try {
+    return open();
+  } catch (e) {
+    cleanup();
+    throw e;
+  }
+}
+
 export function registerPatternNode(RED: NodeAPI, pattern: Pattern): void {
   function PatternNode(this: Node, def: PatternNodeDef) {
     RED.nodes.createNode(this, def);
@@ -85,10 +96,15 @@ export function registerPatternNode(RED: NodeAPI, pattern: Pattern): void {
         // The delivery engine (native/delivery) has ZeroMQ links only so far.
         throw new ConfigError(`delivery "exactly-once" runs over transport "tcp" only for now, not "${transport}"`);
       }
-      // Exactly-once receivers acknowledge when the wired nodes are done (./completion.ts).
+      // Exactly-once receivers remember what they finished across a crash (./delivery-state.ts; first:
+      // a folder that cannot be written stops the node before anything is set up)...
+      const watermarks = cfg.delivery === 'exactly-once' && RECEIVES[pattern] ? openWatermarks(node, RED.settings.userDir as string | undefined) : undefined;
+      cfg.watermarks = watermarks;
+      const stopWatermarks = () => watermarks?.close();
+      // ...and acknowledge when the wired nodes are done (./completion.ts).
       const completion = cfg.delivery === 'exactly-once' && RECEIVES[pattern] ? trackCompletion(RED, node, (def as { wires?: unknown }).wires) : undefined;
       stopCompletion = () => completion?.stop();
-      const opened = openTransport(RED, transport, cfg, def.sourceStage, {
+      const opened = withCleanup(stopWatermarks, () => openTransport(RED, transport, cfg, def.sourceStage, {
         acknowledges: completion !== undefined,
         message: (m, key, done) => {
           const msg = toNodeMessage(m, key);
@@ -102,7 +118,12 @@ export function registerPatternNode(RED: NodeAPI, pattern: Pattern): void {
           backpressured = on;
           showStatus(lastStatus);
         },
-      });
+      }));
+      const stopTracking = stopCompletion;
+      stopCompletion = () => {
+        stopTracking();
+        stopWatermarks();
+      };
       stream = opened.stream;
       if (opened.why) node.log(`transport auto: ${opened.transport} — ${opened.why}`);
       linger = lingerMs(def);

@@ -2,7 +2,7 @@ import { strict as assert } from 'assert';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { ChildRuntime, startChildRuntime, tabFlow } from '../support/child-runtime';
+import { ChildOptions, ChildRuntime, startChildRuntime, tabFlow } from '../support/child-runtime';
 import { freePort } from '../support/ports';
 import { readSeqLog, strictlyIncreasing, waitUntil } from './support';
 
@@ -20,10 +20,10 @@ function producerFlow(port: number, n: number, extra: Record<string, unknown> = 
   ]);
 }
 
-function consumerFlow(port: number, n: number, logFile: string, busyMicros = 0) {
+function consumerFlow(port: number, n: number, logFile: string, busyMicros = 0, killAt = 0) {
   return tabFlow('consumer', [
     { id: 'pull', type: 'spawn-pull', endpoints: `tcp://127.0.0.1:${port}`, ...EO, wires: [['sink']] },
-    { id: 'sink', type: 'seq-sink', expect: n, label: 'sink', ordering: 'increasing', busyMicros, logFile },
+    { id: 'sink', type: 'seq-sink', expect: n, label: 'sink', ordering: 'increasing', busyMicros, logFile, killAt },
   ]);
 }
 
@@ -36,43 +36,67 @@ describe('faults: restarts, late and absent stages (exactly-once)', function () 
     await Promise.all(running.splice(0).map((r) => r.stop(5000)));
     fs.rmSync(dir, { recursive: true, force: true });
   });
-  const start = async (flow: object[], name: string) => {
-    const r = await startChildRuntime(flow, name);
+  const start = async (flow: object[], name: string, opts: ChildOptions = {}) => {
+    const r = await startChildRuntime(flow, name, opts);
     running.push(r);
     return r;
   };
 
-  it('a consumer killed with SIGKILL mid-stream and restarted: all N arrive, in order, once but for the crash window', async function () {
-    const N = 20_000;
+  /**
+   * A consumer SIGKILLed mid-stream, then restarted with the user directory the killed one had (as
+   * a restarted Node-RED has): its watermark file there says what it had finished. What it had
+   * finished but not acknowledged yet (acknowledgements leave every 2 ms or so: at 150 µs a message,
+   * about a dozen) is resent to the restarted one, which drops it. Returns what each saw.
+   */
+  async function killAndRestart(N: number, kill: (a: ChildRuntime, logA: string) => Promise<void>, killAt = 0) {
     const port = await freePort();
     const logA = path.join(dir, 'a.seq');
     const logB = path.join(dir, 'b.seq');
+    const userDir = path.join(dir, 'consumer-user');
     // 150 µs of CPU per message: the consumer takes about 3 s, so the kill lands mid-stream.
-    const a = await start(consumerFlow(port, N, logA, 150), 'consumer-a');
-    await start(producerFlow(port, N), 'producer');
-    await waitUntil('the first consumer got a quarter', () => readSeqLog(logA).length >= N / 4, 30_000);
-    a.proc.kill('SIGKILL');
-    await new Promise((r) => a.proc.once('exit', r));
+    const a = await start(consumerFlow(port, N, logA, 150, killAt), 'consumer-a', { userDir });
+    const exited = new Promise((r) => a.proc.once('exit', r));
+    const producer = await start(producerFlow(port, N), 'producer');
+    await kill(a, logA);
+    await exited;
+    assert.equal(a.proc.signalCode, 'SIGKILL');
     const seenA = readSeqLog(logA);
     assert.ok(seenA.length < N, 'the kill came before the end');
-    await start(consumerFlow(port, N, logB), 'consumer-b');
+    const b = await start(consumerFlow(port, N, logB), 'consumer-b', { userDir });
     await waitUntil('every message arrived', () => seenA.length + readSeqLog(logB).length >= N, 60_000);
+    // Nothing more comes afterwards (no late duplicates): once the producer has stopped (it waits
+    // for its acknowledgements first), nothing can.
+    await producer.stop();
+    assert.equal(b.proc.exitCode, null, 'the restarted consumer is still up');
     const seenB = readSeqLog(logB);
-    assert.ok(strictlyIncreasing(seenA), 'the killed consumer saw its share in order, once');
-    assert.ok(strictlyIncreasing(seenB), 'the restarted consumer saw its share in order, once');
-    // The one window no transport can close: a message the killed instance had finished (the sink
-    // wrote it) but whose acknowledgement had not left the process yet. Acknowledgements go out at
-    // least every 2 ms during a burst, so that is a handful at most, and only the very last ones.
     const inB = new Set(seenB);
     const again = seenA.filter((s) => inB.has(s));
-    console.log(`      killed instance: ${seenA.length}, restarted: ${seenB.length}, finished by both (the crash window): ${again.length}`);
-    assert.ok(again.length <= 64, `${again.length} messages came twice`);
-    assert.deepEqual(again, seenA.slice(seenA.length - again.length), 'only the killed instance\'s last messages may come again');
-    assert.deepEqual(seenB.slice(0, again.length), again);
+    console.log(`      killed instance: ${seenA.length}, restarted: ${seenB.length}, finished by both: ${again.length} ${JSON.stringify(again)}`);
+    assert.ok(strictlyIncreasing(seenA), 'the killed consumer saw its share in order, once');
+    assert.ok(strictlyIncreasing(seenB), 'the restarted consumer saw its share in order, once');
+    return { seenA, seenB, again };
+  }
+
+  it('a consumer killed with SIGKILL mid-stream and restarted: all N arrive once, in order, none twice', async function () {
+    const N = 20_000;
+    // The sink SIGKILLs its own process while it works on message 5000: 4999 finished before.
+    const { seenA, seenB, again } = await killAndRestart(N, async () => undefined, 5000);
+    assert.equal(seenA.length, 4999);
+    assert.deepEqual(again, [], 'no message is finished twice');
+    assert.deepEqual([...seenA, ...seenB], Array.from({ length: N }, (_, i) => i), 'all N, in order, none lost, none twice');
+  });
+
+  it('a consumer killed with SIGKILL from outside at a random moment: none lost, none twice but a message the sink had written and not yet called done() for', async function () {
+    const N = 20_000;
+    const { seenA, seenB, again } = await killAndRestart(N, async (a, logA) => {
+      await waitUntil('the first consumer got a quarter', () => readSeqLog(logA).length >= N / 4, 30_000);
+      a.proc.kill('SIGKILL');
+    });
+    // The one window the delivery layer cannot close: the sink wrote its effect and the kill came
+    // before its done() call (a few microseconds of synchronous code; the node's effect and the
+    // watermark are not one atomic write). That is the killed instance's last message, if any.
+    assert.ok(again.length === 0 || (again.length === 1 && again[0] === seenA[seenA.length - 1]), `finished twice: ${JSON.stringify(again)}`);
     assert.deepEqual([...seenA, ...seenB.slice(again.length)], Array.from({ length: N }, (_, i) => i), 'all N, in order, none lost');
-    // Nothing more comes afterwards (no late duplicates).
-    await new Promise((r) => setTimeout(r, 500));
-    assert.equal(readSeqLog(logB).length, seenB.length);
   });
 
   it('an upstream stage that starts 10 s after its consumers', async function () {

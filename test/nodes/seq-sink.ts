@@ -21,6 +21,11 @@ interface SinkDef extends NodeDef {
    * sink saw survives it (the fault tests SIGKILL consumers), which an IPC report would not.
    */
   logFile?: string;
+  /**
+   * SIGKILL this process during the work on the killAt-th message (1-based), before its effect:
+   * a crash at a known point, everything before it finished (the fault tests).
+   */
+  killAt?: number | string;
 }
 
 
@@ -45,6 +50,7 @@ export = (RED: NodeAPI) => {
     const node = this;
     const expect = Number(def.expect);
     const busy = Number(def.busyMicros) || 0;
+    const killAt = Number(def.killAt) || 0;
     const report: SinkReport = { label: def.label || node.id, count: 0, bytes: 0, firstAt: 0, lastAt: 0, outOfOrder: 0, seqSum: 0, duplicates: 0, types: {}, done: false };
     const increasing = def.ordering === 'increasing';
     const seen = def.ordering === 'any' ? new Set<number>() : undefined;
@@ -72,10 +78,6 @@ export = (RED: NodeAPI) => {
       const t = Buffer.isBuffer(msg.payload) ? 'buffer' : msg.payload === null ? 'null' : typeof msg.payload;
       report.types[t] = (report.types[t] ?? 0) + 1;
       const seq = seqOf(msg);
-      if (logFd !== undefined) {
-        seqBuf.writeUInt32LE(seq ?? 0xffffffff, 0);
-        fs.writeSync(logFd, seqBuf);
-      }
       if (seen) {
         if (seq !== undefined && seen.has(seq)) report.duplicates++;
         if (seq !== undefined) seen.add(seq);
@@ -88,6 +90,13 @@ export = (RED: NodeAPI) => {
       if (busy > 0) {
         const until = process.hrtime.bigint() + BigInt(busy * 1000);
         while (process.hrtime.bigint() < until);
+      }
+      if (report.count === killAt) process.kill(process.pid, 'SIGKILL');
+      // The work first, then its effect (the log line), then done(): a sink killed during the work
+      // has no effect of that message, as a real one that writes its result last.
+      if (logFd !== undefined) {
+        seqBuf.writeUInt32LE(seq ?? 0xffffffff, 0);
+        fs.writeSync(logFd, seqBuf);
       }
       if (report.count === expect) {
         report.done = true;

@@ -32,13 +32,15 @@ export interface ChildOptions {
   /** Peer-discovery file (`run --peers`). */
   peers?: string;
   env?: Record<string, string>;
+  /** Node-RED user directory (a restarted instance gets the one it had); else a new temporary one. */
+  userDir?: string;
 }
 
 export async function startChildRuntime(flow: object[], name = 'runtime', opts: ChildOptions = {}): Promise<ChildRuntime> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `spawn-red-${name}-`));
   const flowFile = path.join(dir, 'flows.json');
   fs.writeFileSync(flowFile, JSON.stringify(flow));
-  const args = ['run', '--flow', flowFile, '--user-dir', path.join(dir, 'user'), '--log-level', 'warn'];
+  const args = ['run', '--flow', flowFile, '--user-dir', opts.userDir ?? path.join(dir, 'user'), '--log-level', 'warn'];
   if (opts.stage) args.push('--stage', opts.stage);
   if (opts.peers) args.push('--peers', opts.peers);
   const proc = fork(CLI, args, {
