@@ -84,6 +84,8 @@ const POLLS_PER_STEP = 8;
 const WAKE_AFTER_MS = 2;
 /** A receiver that had a chunk this recently polls at least every millisecond. */
 const RECENT_MS = 200;
+/** shm: how long sends to a receiver that went away may stay uncompleted before the endpoint is renewed. */
+const STUCK_MS = 100;
 /** Most receive buffers one input side keeps posted. */
 const MAX_POSTED = 1024;
 
@@ -153,7 +155,9 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
   const chunkBytes = cfg.chunkBytes ?? DEFAULT_CHUNK_BYTES;
   const nBuffers = cfg.sendBuffers ?? DEFAULT_SEND_BUFFERS;
   // Operation slots beyond the buffers: sends stuck with a receiver that went away keep theirs.
-  const ep = openEndpoint(cfg.provider, { depth: nBuffers * 8 });
+  const depth = nBuffers * 8;
+  // `let`: over shm a receiver dying mid-transfer poisons the endpoint, which is then replaced (see renewEndpoint).
+  let ep = openEndpoint(cfg.provider, { depth });
   track(ep);
   const where = `${cfg.host}:${cfg.port}`;
   const idle: NativeBuffer[] = [];
@@ -273,6 +277,7 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
 
   function step(): number {
     let work = 0;
+    if (stuckSince && Date.now() - stuckSince >= STUCK_MS) work += renewEndpoint();
     for (let i = 0; i < POLLS_PER_STEP && !closed; i++) {
       let done: Completion[];
       try {
@@ -312,6 +317,7 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
     else if (!closed) {
       for (let i = 0; i < p.inFlight; i++) idle.push(ep.allocBuffer(chunkBytes));
       inFlight -= p.inFlight;
+      if (shm && !stuckSince) stuckSince = Date.now();
     }
     if (wasReady && why && !closed) {
       const lost = p.inFlight > 0 ? `; up to ${plural(p.inFlight, 'chunk')} in flight to it may be lost` : '';
@@ -319,6 +325,51 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
     }
     report();
     progress.kick();
+  }
+
+  // libfabric 1.17's shm provider completes sends in the order posted, through one response
+  // queue per endpoint (smr_progress_resp stops at the first entry still marked busy). A
+  // receiver killed before it processed our commands never marks its entries, so every later
+  // send of this endpoint, to any receiver, stays uncompleted: the sender stalls with its
+  // buffers in flight. fi_av_remove does not clear those entries and fi_cancel covers receives
+  // only. So when a receiver has gone with sends in flight and they are still uncompleted
+  // STUCK_MS later, the endpoint is replaced by a fresh one: the live receivers are told "bye"
+  // and reconnect (to the new fabric address), as after any restart of the sender; what was
+  // half-sent to them fails with EPEERGONE (at most once, as for a crash).
+  const shm = ep.providerName === 'shm';
+  let stuckSince = 0;
+
+  function renewEndpoint(): number {
+    stuckSince = 0;
+    const stuck = [...peers.values()].some((p) => !p.alive && p.inFlight > 0);
+    if (!stuck || closed) return 0;
+    let fresh: Endpoint;
+    try {
+      fresh = openEndpoint(cfg.provider, { depth });
+    } catch (e) {
+      handlers.problem(fabricProblem(`rdma out on ${where}: a receiver went away mid-transfer and the shm endpoint could not be renewed`, e));
+      return 0;
+    }
+    const live = [...peers.values()].filter((p) => p.alive);
+    for (const p of live) {
+      p.alive = false;
+      p.ready = false;
+      p.channel.finish({ t: 'bye' });
+    }
+    ring = [];
+    rr = 0;
+    peers.clear();
+    const old = ep;
+    ep = fresh;
+    track(ep);
+    untrack(old);
+    idle.length = 0;
+    for (let i = 0; i < nBuffers; i++) idle.push(ep.allocBuffer(chunkBytes));
+    inFlight = 0;
+    // Jobs not started yet go to the receivers that reconnect; a started one fails in pump().
+    for (const job of jobs) job.staged = undefined;
+    report();
+    return 1;
   }
 
   function onHello(p: OutPeer, m: Extract<ChannelMessage, { t: 'hello' }>): void {
