@@ -84,6 +84,10 @@ const POLLS_PER_STEP = 8;
 const WAKE_AFTER_MS = 2;
 /** A receiver that had a chunk this recently polls at least every millisecond. */
 const RECENT_MS = 200;
+/** Frames at least this large go to the fabric uncopied (fi_sendv) where the provider allows. */
+const ZERO_COPY_MIN = 16 * 1024;
+/** Head buffers of zero-copy chunks: chunk header, preamble and the small frames before the large ones. */
+const HEAD_BYTES = 4096;
 /** shm: how long sends to a receiver that went away may stay uncompleted before the endpoint is renewed. */
 const STUCK_MS = 100;
 /** Most receive buffers one input side keeps posted. */
@@ -139,13 +143,17 @@ interface OutPeer {
   inFlight: number;
   /** The receiver said it is backing off: wake it with the next chunk. */
   receiverIdle: boolean;
+  /** Of inFlight, the chunks copied into one of the send buffers (the rest went uncopied, fi_sendv). */
+  copies: number;
 }
 
 interface Job {
   cursor: MessageCursor;
   peer?: OutPeer;
-  /** A chunk filled and not yet accepted by the provider (it answered -FI_EAGAIN). */
-  staged?: { b: NativeBuffer; len: number };
+  /** A chunk filled and not yet accepted by the provider (it answered -FI_EAGAIN). With
+   *  `parts`, `b` is a small head buffer (chunk header, preamble, small frames) and the parts,
+   *  views of the caller's frames, follow it uncopied (fi_sendv). */
+  staged?: { b: NativeBuffer; len: number; parts?: Buffer[] };
   resolve(): void;
   reject(e: StreamError): void;
 }
@@ -162,6 +170,35 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
   const where = `${cfg.host}:${cfg.port}`;
   const idle: NativeBuffer[] = [];
   for (let i = 0; i < nBuffers; i++) idle.push(ep.allocBuffer(chunkBytes));
+  // Zero-copy sends (fi_sendv of a head buffer and the frames themselves) where the provider
+  // needs no registration; SPAWN_FABRIC_COPY=1 turns them off (every chunk copied, as before).
+  const zeroCopy = () => !ep.mrLocal && ep.iovLimit >= 2 && process.env.SPAWN_FABRIC_COPY !== '1';
+  const heads: NativeBuffer[] = [];
+  const isHead = new WeakSet<NativeBuffer>();
+  const takeHead = (): NativeBuffer => {
+    const h = heads.pop();
+    if (h) return h;
+    const b = ep.allocBuffer(HEAD_BYTES);
+    isHead.add(b);
+    return b;
+  };
+  /** A send buffer or head buffer back to its pool. */
+  const giveBack = (b: NativeBuffer) => (isHead.has(b) ? heads.push(b) : idle.push(b));
+
+  /** How the next chunk of `job` can go uncopied: its head (header, small leading frames) and large parts; null when it cannot. */
+  function zeroCopyPlan(job: Job, room: number): { smalls: Buffer[]; parts: Buffer[]; bytes: number } | null {
+    const slices = job.cursor.slices(room);
+    let i = 0;
+    let headBytes = CHUNK_HEADER;
+    while (i < slices.length && slices[i].length < ZERO_COPY_MIN) headBytes += slices[i++].length;
+    if (i === slices.length || headBytes > HEAD_BYTES || slices.length - i + 1 > ep.iovLimit) return null;
+    const parts = slices.slice(i);
+    // Small frames after a large one would need an entry each: copy such a chunk instead.
+    if (parts.some((x) => x.length < ZERO_COPY_MIN)) return null;
+    let bytes = headBytes - CHUNK_HEADER;
+    for (const x of parts) bytes += x.length;
+    return { smalls: slices.slice(0, i), parts, bytes };
+  }
   const peers = new Map<number, OutPeer>();
   let ring: OutPeer[] = [];
   let rr = 0;
@@ -208,7 +245,7 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
           if (job.cursor.untouched && !job.staged) job.peer = undefined;
           else {
             jobs.shift();
-            if (job.staged) idle.push(job.staged.b);
+            if (job.staged) giveBack(job.staged.b);
             job.reject(new StreamError('EPEERGONE', `receiver ${job.peer.name} went away in the middle of this message (${where}); message lost`));
             continue;
           }
@@ -219,13 +256,25 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
         let blocked = false;
         for (;;) {
           if (!job.staged) {
-            if (job.cursor.done || p.credits <= 0 || idle.length === 0) break;
-            const b = idle.pop()!;
-            const n = job.cursor.fill(b.buf, CHUNK_HEADER, p.chunk - CHUNK_HEADER);
-            writeChunkHeader(b.buf, p.id, p.seq);
-            job.staged = { b, len: CHUNK_HEADER + n };
+            if (job.cursor.done || p.credits <= 0) break;
+            const plan = zeroCopy() ? zeroCopyPlan(job, p.chunk - CHUNK_HEADER) : null;
+            if (plan) {
+              const h = takeHead();
+              writeChunkHeader(h.buf, p.id, p.seq);
+              let at = CHUNK_HEADER;
+              for (const x of plan.smalls) at += x.copy(h.buf, at);
+              job.cursor.skip(plan.bytes);
+              job.staged = { b: h, len: at, parts: plan.parts };
+            } else {
+              if (idle.length === 0) break;
+              const b = idle.pop()!;
+              const n = job.cursor.fill(b.buf, CHUNK_HEADER, p.chunk - CHUNK_HEADER);
+              writeChunkHeader(b.buf, p.id, p.seq);
+              job.staged = { b, len: CHUNK_HEADER + n };
+            }
           }
-          if (!ep.postSend(p.fiAddr, job.staged.b, job.staged.len, p.serial)) {
+          const st = job.staged;
+          if (!(st.parts ? ep.postSendv(p.fiAddr, st.b, st.len, st.parts, p.serial) : ep.postSend(p.fiAddr, st.b, st.len, p.serial))) {
             blocked = true; // -FI_EAGAIN: progress first, then this same chunk again
             break;
           }
@@ -233,6 +282,7 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
           p.seq = (p.seq + 1) >>> 0;
           p.credits--;
           p.inFlight++;
+          if (!st.parts) p.copies++;
           inFlight++;
           posted++;
           const now = Date.now();
@@ -247,14 +297,14 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
           job.resolve();
           continue;
         }
-        if (blocked || idle.length === 0 || job.staged) break;
+        if (blocked || job.staged) break;
         // Out of credits on this peer mid-message: wait for its credits (the message stays with it).
         break;
       }
     } catch (e) {
       // A post that fails outright (not EAGAIN): fail the message, keep the stream.
       const job = jobs.shift();
-      if (job?.staged) idle.push(job.staged.b);
+      if (job?.staged) giveBack(job.staged.b);
       job?.reject(fabricProblem(`send to ${job?.peer?.name ?? 'a receiver'} failed`, e));
     } finally {
       pumping = false;
@@ -263,16 +313,21 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
   }
 
   function sendDone(c: { tag: number; buffer: unknown }): void {
+    const b = c.buffer as NativeBuffer;
     const p = peers.get(c.tag);
     if (p && !p.alive) {
-      // A late completion for a receiver that went away: its buffer was replaced when it went.
-      ep.releaseBuffer(c.buffer as NativeBuffer);
+      // A late completion for a receiver that went away: a send buffer was replaced when it went.
+      if (isHead.has(b)) heads.push(b);
+      else ep.releaseBuffer(b);
       if (--p.inFlight <= 0) peers.delete(p.serial);
       return;
     }
-    idle.push(c.buffer as NativeBuffer);
+    giveBack(b);
     inFlight--;
-    if (p) p.inFlight--;
+    if (p) {
+      p.inFlight--;
+      if (!isHead.has(b)) p.copies--;
+    }
   }
 
   function step(): number {
@@ -315,7 +370,7 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
     // Completions that do come back later are recognised by serial and their buffers released.
     if (p.inFlight === 0) peers.delete(p.serial);
     else if (!closed) {
-      for (let i = 0; i < p.inFlight; i++) idle.push(ep.allocBuffer(chunkBytes));
+      for (let i = 0; i < p.copies; i++) idle.push(ep.allocBuffer(chunkBytes));
       inFlight -= p.inFlight;
       if (shm && !stuckSince) stuckSince = Date.now();
     }
@@ -364,6 +419,7 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
     track(ep);
     untrack(old);
     idle.length = 0;
+    heads.length = 0;
     for (let i = 0; i < nBuffers; i++) idle.push(ep.allocBuffer(chunkBytes));
     inFlight = 0;
     // Jobs not started yet go to the receivers that reconnect; a started one fails in pump().
@@ -418,6 +474,7 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
       lastChunkAt: 0,
       inFlight: 0,
       receiverIdle: false,
+      copies: 0,
     };
     let said: string | undefined;
     peers.set(serial, p);
