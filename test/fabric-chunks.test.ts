@@ -17,6 +17,34 @@ function cut(frames: Buffer[], chunkBytes: number): Buffer[] {
 }
 
 describe('fabric chunks', function () {
+  it('slices() and skip() hand out the same chunks as fill(), as views (for zero-copy sends)', function () {
+    const shapes = [[0], [1], [17, 1 << 20], [5, 0, 3], [65536], [100_000, 3], [3, 0]];
+    for (const sizes of shapes) {
+      const frames = sizes.map((n) => crypto.randomBytes(n));
+      for (const chunk of [CHUNK_HEADER + 16, 4096, 65536 + 29, 2 << 20]) {
+        const room = chunk - CHUNK_HEADER;
+        const cursor = new MessageCursor(frames);
+        const viaSlices: Buffer[] = [];
+        let rounds = 0;
+        while (!cursor.done) {
+          assert.ok(rounds++ < 1_000_000, 'the cursor never ends');
+          const parts = cursor.slices(room);
+          const bytes = parts.reduce((n, x) => n + x.length, 0);
+          assert.ok(bytes <= room && bytes > 0, `sizes ${sizes} chunk ${chunk}: a slice set of ${bytes} bytes`);
+          // Views, not copies: a large frame's slice shares its memory.
+          for (const x of parts) if (x.length >= 1024) assert.ok(frames.some((f) => f.buffer === x.buffer), 'a slice is a copy');
+          cursor.skip(bytes);
+          viaSlices.push(Buffer.concat(parts));
+        }
+        assert.deepEqual(
+          viaSlices.map((c) => c.toString('hex')),
+          cut(frames, chunk).map((c) => c.toString('hex')),
+          `sizes ${sizes} chunk ${chunk}`,
+        );
+      }
+    }
+  });
+
   it('rebuilds frame sets of every shape over chunk sizes that cut anywhere', function () {
     const shapes = [[0], [1], [17, 1 << 20], [5, 0, 3], [65536], [100_000, 3]];
     for (const sizes of shapes) {

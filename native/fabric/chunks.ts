@@ -50,6 +50,43 @@ export class MessageCursor {
     return this.part === 0 && this.offset === 0;
   }
 
+  /** Views of the next bytes, up to `room` of them, without taking them (skip() does). */
+  slices(room: number): Buffer[] {
+    const out: Buffer[] = [];
+    let part = this.part;
+    let offset = this.offset;
+    while (room > 0 && part < this.parts.length) {
+      const p = this.parts[part];
+      const n = Math.min(room, p.length - offset);
+      if (n > 0) out.push(offset === 0 && n === p.length ? p : p.subarray(offset, offset + n));
+      room -= n;
+      offset += n;
+      if (offset >= p.length) {
+        part++;
+        offset = 0;
+      }
+    }
+    return out;
+  }
+
+  /** Takes `n` bytes (after slices() handed them out). */
+  skip(n: number): void {
+    while (n > 0 && this.part < this.parts.length) {
+      const take = Math.min(n, this.parts[this.part].length - this.offset);
+      n -= take;
+      this.offset += take;
+      if (this.offset >= this.parts[this.part].length) {
+        this.part++;
+        this.offset = 0;
+      }
+    }
+    // Empty frames carry nothing: taking them too lets `done` hold once every byte went.
+    while (this.part < this.parts.length && this.parts[this.part].length === this.offset) {
+      this.part++;
+      this.offset = 0;
+    }
+  }
+
   /** Copies up to `room` bytes into `target` at `at`; returns how many. */
   fill(target: Buffer, at: number, room: number): number {
     let written = 0;

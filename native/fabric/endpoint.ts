@@ -39,6 +39,8 @@ export interface Completion {
   buffer: NativeBuffer;
   /** Bytes received (recv); the length sent (send). */
   len: number;
+  /** postSendv's `parts`, held until the send completed. */
+  parts?: Buffer[];
 }
 
 export interface EndpointOptions {
@@ -53,7 +55,13 @@ interface Pending {
   tag: number;
   buffer: NativeBuffer;
   len: number;
+  /** sendv: the caller's buffers, referenced until completion so they are not freed under the provider. */
+  parts?: Buffer[];
 }
+
+/** Most iovec entries a postSendv takes (beyond the provider's own iov_limit). */
+export const MAX_IOV = 8;
+const IOVEC = 16;
 
 const CQ_BATCH = 16;
 const MSG_ENTRY = size('fi_cq_msg_entry');
@@ -67,6 +75,8 @@ export class Endpoint {
   readonly maxMsgSize: number;
   /** The provider wants local buffers registered (FI_MR_LOCAL in mr_mode). */
   readonly mrLocal: boolean;
+  /** Buffers one postSendv may gather (the provider's tx iov_limit, at most MAX_IOV); 0: no fi_sendv. */
+  readonly iovLimit: number;
 
   private info = 0n;
   private fabric = 0n;
@@ -86,6 +96,8 @@ export class Endpoint {
   private sendFn = 0n;
   private recvFn = 0n;
   private cqReadFn = 0n;
+  private sendvFn = 0n;
+  private iov: bigint;
 
   constructor(
     readonly provider: Provider,
@@ -98,6 +110,7 @@ export class Endpoint {
     this.idle = Array.from({ length: depth }, (_, i) => depth - 1 - i);
     this.cqBuf = allocZero(CQ_BATCH * MSG_ENTRY);
     this.scratch = allocZero(256);
+    this.iov = allocZero(MAX_IOV * IOVEC);
     if (provider === 'shm' || provider === 'efa') removeStaleShmRegions();
     try {
       this.info = getinfo(provider);
@@ -106,6 +119,8 @@ export class Endpoint {
       const fabricAttr = readPtr(this.info, off('fi_info', 'fabric_attr'));
       this.providerName = readStr(fabricAttr, off('fi_fabric_attr', 'prov_name')) ?? PROVIDER_NAMES[provider];
       this.mrLocal = (readI32(domainAttr, off('fi_domain_attr', 'mr_mode')) & C.FI_MR_LOCAL) !== 0;
+      const txAttr = readPtr(this.info, off('fi_info', 'tx_attr'));
+      const iovLimit = Math.min(Number(readU64(txAttr, off('fi_tx_attr', 'iov_limit'))), MAX_IOV);
       this.maxMsgSize = Math.min(Number(readU64(epAttr, off('fi_ep_attr', 'max_msg_size'))), Number.MAX_SAFE_INTEGER);
 
       const out = this.scratch; // pointer-sized out-parameter
@@ -157,6 +172,12 @@ export class Endpoint {
       this.sendFn = opSlot('fi_send', this.ep, off('fid_ep', 'msg'), off('fi_ops_msg', 'send'));
       this.recvFn = opSlot('fi_recv', this.ep, off('fid_ep', 'msg'), off('fi_ops_msg', 'recv'));
       this.cqReadFn = opSlot('fi_cq_read', this.cq, off('fid_cq', 'ops'), off('fi_ops_cq', 'read'));
+      try {
+        this.sendvFn = opSlot('fi_sendv', this.ep, off('fid_ep', 'msg'), off('fi_ops_msg', 'sendv'));
+      } catch {
+        this.sendvFn = 0n; // no fi_sendv: callers copy into one buffer instead
+      }
+      this.iovLimit = this.sendvFn && iovLimit >= 2 ? iovLimit : 0;
     } catch (e) {
       this.close();
       throw e;
@@ -203,6 +224,37 @@ export class Endpoint {
     return this.post('send', this.sendFn, proto.send, peer, b, tag, len);
   }
 
+  /**
+   * Posts one send gathering `head` (its first `headLen` bytes) and then `parts`, without copying
+   * them (fi_sendv). Only where no registration is needed (!mrLocal) and `1 + parts.length <=
+   * iovLimit`. The parts are referenced until completion; they must not be changed before then.
+   */
+  postSendv(peer: bigint, head: NativeBuffer, headLen: number, parts: Buffer[], tag: number): boolean {
+    if (!this.ep) throw new FabricError('fi_sendv', 9, 'the fabric endpoint is closed');
+    if (this.mrLocal || parts.length + 1 > this.iovLimit) throw new FabricError('fi_sendv', 22, `fi_sendv: ${parts.length + 1} buffers, the provider takes ${this.iovLimit} unregistered`);
+    const slot = this.idle.pop();
+    if (slot === undefined) return false;
+    let len = headLen;
+    writeU64(this.iov, 0, head.addr);
+    writeU64(this.iov, 8, BigInt(headLen));
+    for (let i = 0; i < parts.length; i++) {
+      writeU64(this.iov, (i + 1) * IOVEC, koffi.address(parts[i]) as bigint);
+      writeU64(this.iov, (i + 1) * IOVEC + 8, BigInt(parts[i].length));
+      len += parts[i].length;
+    }
+    const ctx = this.contexts + BigInt(slot * CONTEXT);
+    // The iovec array may be reused once the call returns (providers copy it); desc NULL: unregistered.
+    const rc = Number(koffi.call(this.sendvFn, proto.sendv, this.ep, this.iov, null, parts.length + 1, peer, ctx));
+    if (rc === -C.FI_EAGAIN) {
+      this.idle.push(slot);
+      return false;
+    }
+    if (rc < 0) this.idle.push(slot);
+    check('fi_sendv', rc);
+    this.pending[slot] = { kind: 'send', tag, buffer: head, len, parts };
+    return true;
+  }
+
   /** Operations posted and not yet completed. */
   get inFlight(): number {
     return this.pending.length - this.idle.length;
@@ -241,7 +293,7 @@ export class Endpoint {
       const entry = this.cqBuf + BigInt(i * MSG_ENTRY);
       const p = this.take(readPtr(entry, off('fi_cq_msg_entry', 'op_context')));
       const len = p.kind === 'recv' ? Number(readU64(entry, off('fi_cq_msg_entry', 'len'))) : p.len;
-      done.push({ kind: p.kind, tag: p.tag, buffer: p.buffer, len });
+      done.push({ kind: p.kind, tag: p.tag, buffer: p.buffer, len, parts: p.parts });
     }
     return done;
   }
@@ -290,8 +342,8 @@ export class Endpoint {
     if (this.info) libfabric().freeinfo(this.info);
     this.info = 0n;
     this.pending.fill(undefined);
-    for (const p of [this.contexts, this.cqBuf, this.scratch]) if (p) free(p);
-    this.contexts = this.cqBuf = this.scratch = 0n;
+    for (const p of [this.contexts, this.cqBuf, this.scratch, this.iov]) if (p) free(p);
+    this.contexts = this.cqBuf = this.scratch = this.iov = 0n;
   }
 }
 

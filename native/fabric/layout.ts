@@ -22,7 +22,7 @@ export const STRUCTS = {
     fields: { next: 0, caps: 8, mode: 16, addr_format: 24, src_addrlen: 32, dest_addrlen: 40, src_addr: 48,
       dest_addr: 56, handle: 64, tx_attr: 72, rx_attr: 80, ep_attr: 88, domain_attr: 96, fabric_attr: 104, nic: 112 },
   },
-  fi_tx_attr: { size: 80, fields: { caps: 0, mode: 8, op_flags: 16, msg_order: 24, comp_order: 32, inject_size: 40, size: 48 } },
+  fi_tx_attr: { size: 80, fields: { caps: 0, mode: 8, op_flags: 16, msg_order: 24, comp_order: 32, inject_size: 40, size: 48, iov_limit: 56 } },
   fi_rx_attr: { size: 64, fields: { caps: 0, mode: 8, op_flags: 16, msg_order: 24, comp_order: 32, size: 48 } },
   fi_ep_attr: { size: 96, fields: { type: 0, protocol: 4, protocol_version: 8, max_msg_size: 16 } },
   fi_domain_attr: { size: 192, fields: { domain: 0, name: 8, threading: 16, data_progress: 24, av_type: 32, mr_mode: 36 } },
@@ -49,7 +49,7 @@ export const STRUCTS = {
   fi_ops_domain: { size: 96, fields: { size: 0, av_open: 8, cq_open: 16, endpoint: 24 } }, // fi_av_open, fi_cq_open, fi_endpoint
   fi_ops_mr: { size: 32, fields: { size: 0, reg: 8 } }, // fi_mr_reg
   fi_ops_cm: { size: 80, fields: { size: 0, getname: 16 } }, // fi_getname
-  fi_ops_msg: { size: 80, fields: { size: 0, recv: 8, send: 32 } }, // fi_recv, fi_send
+  fi_ops_msg: { size: 80, fields: { size: 0, recv: 8, send: 32, sendv: 40 } }, // fi_recv, fi_send, fi_sendv
   fi_ops_cq: { size: 64, fields: { size: 0, read: 8, readerr: 24 } }, // fi_cq_read, fi_cq_readerr
   fi_ops_av: { size: 64, fields: { size: 0, insert: 8 } }, // fi_av_insert
 } as const;

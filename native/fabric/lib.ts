@@ -63,6 +63,7 @@ export const proto = {
   av_insert: koffi.proto('int fi_av_insert_t(void *av, void *addr, size_t count, void *fi_addr, uint64_t flags, void *context)'),
   recv: koffi.proto('int64_t fi_recv_t(void *ep, void *buf, size_t len, void *desc, uint64_t src_addr, void *context)'),
   send: koffi.proto('int64_t fi_send_t(void *ep, void *buf, size_t len, void *desc, uint64_t dest_addr, void *context)'),
+  sendv: koffi.proto('int64_t fi_sendv_t(void *ep, void *iov, void *desc, size_t count, uint64_t dest_addr, void *context)'),
   cq_read: koffi.proto('int64_t fi_cq_read_t(void *cq, void *buf, size_t count)'),
   cq_readerr: koffi.proto('int64_t fi_cq_readerr_t(void *cq, void *buf, uint64_t flags)'),
 };

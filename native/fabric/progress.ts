@@ -32,13 +32,22 @@ export class Progress {
     private readonly busyMs = 1,
     /** Called when it stops turning and starts backing off (the receiver tells its senders). */
     private readonly onIdle?: () => void,
-    /** Keep turning for BUSY_SPIN_MS after the last work while busy (else only SPIN_TURNS). */
+    /** Keep turning for `spinMs` after the last work while busy (else only SPIN_TURNS). */
     private readonly spinWhileBusy = true,
+    /** How long "after the last work" is (BUSY_SPIN_MS by default; longer over tcp, see stream.ts). */
+    private readonly spinMs = BUSY_SPIN_MS,
   ) {}
 
   kick(): void {
     if (this.stopped || this.immediate) return;
     this.emptyTurns = 0;
+    // A kick means work is coming (credits, a wake-up, data to send): give it a whole spin
+    // window, and say "idle" again if it then backs off. Before, a kicked side spun only
+    // SPIN_TURNS turns (well under a millisecond), then polled on 1 ms timers without telling
+    // its peer, which therefore sent no more wake-ups (over tcp a 1 MiB message needs many polls
+    // on both sides: see TCP_SPIN_MS in stream.ts for the slow regime this feeds).
+    this.lastWorkAt = Date.now();
+    this.wasIdle = false;
     if (this.timer) {
       clearTimeout(this.timer);
       this.timer = undefined;
@@ -64,7 +73,7 @@ export class Progress {
       this.lastWorkAt = Date.now();
       this.wasIdle = false;
     } else this.emptyTurns++;
-    if (this.emptyTurns < SPIN_TURNS || (busy && this.spinWhileBusy && Date.now() - this.lastWorkAt < BUSY_SPIN_MS)) {
+    if (this.emptyTurns < SPIN_TURNS || (busy && this.spinWhileBusy && Date.now() - this.lastWorkAt < this.spinMs)) {
       this.immediate = setImmediate(this.run);
       return;
     }

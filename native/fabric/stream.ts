@@ -84,6 +84,21 @@ const POLLS_PER_STEP = 8;
 const WAKE_AFTER_MS = 2;
 /** A receiver that had a chunk this recently polls at least every millisecond. */
 const RECENT_MS = 200;
+/** Frames at least this large go to the fabric uncopied (fi_sendv) where the provider allows. */
+const ZERO_COPY_MIN = 16 * 1024;
+/** Head buffers of zero-copy chunks: chunk header, preamble and the small frames before the large ones. */
+const HEAD_BYTES = 4096;
+/** shm: how long sends to a receiver that went away may stay uncompleted before the endpoint is renewed. */
+const STUCK_MS = 100;
+/**
+ * Over tcp both ends keep turning this long after their last completion while chunks are in
+ * flight. A 1 MiB chunk needs many polls on both sides (rxm's rendezvous: the receiver reads,
+ * the sender's progress serves the read), and completions come only at its end: with a 10 ms
+ * window, one scheduling gap on a loaded 2-core machine dropped a side to 1 ms timers, a chunk
+ * then took ~8 ms of timer ticks, longer than the window, and the stream stayed at ~130 MB/s
+ * (the "23.6 s" bench runs of 3,000 × 1 MiB).
+ */
+const TCP_SPIN_MS = 50;
 /** Most receive buffers one input side keeps posted. */
 const MAX_POSTED = 1024;
 
@@ -137,13 +152,17 @@ interface OutPeer {
   inFlight: number;
   /** The receiver said it is backing off: wake it with the next chunk. */
   receiverIdle: boolean;
+  /** Of inFlight, the chunks copied into one of the send buffers (the rest went uncopied, fi_sendv). */
+  copies: number;
 }
 
 interface Job {
   cursor: MessageCursor;
   peer?: OutPeer;
-  /** A chunk filled and not yet accepted by the provider (it answered -FI_EAGAIN). */
-  staged?: { b: NativeBuffer; len: number };
+  /** A chunk filled and not yet accepted by the provider (it answered -FI_EAGAIN). With
+   *  `parts`, `b` is a small head buffer (chunk header, preamble, small frames) and the parts,
+   *  views of the caller's frames, follow it uncopied (fi_sendv). */
+  staged?: { b: NativeBuffer; len: number; parts?: Buffer[] };
   resolve(): void;
   reject(e: StreamError): void;
 }
@@ -153,11 +172,42 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
   const chunkBytes = cfg.chunkBytes ?? DEFAULT_CHUNK_BYTES;
   const nBuffers = cfg.sendBuffers ?? DEFAULT_SEND_BUFFERS;
   // Operation slots beyond the buffers: sends stuck with a receiver that went away keep theirs.
-  const ep = openEndpoint(cfg.provider, { depth: nBuffers * 8 });
+  const depth = nBuffers * 8;
+  // `let`: over shm a receiver dying mid-transfer poisons the endpoint, which is then replaced (see renewEndpoint).
+  let ep = openEndpoint(cfg.provider, { depth });
   track(ep);
   const where = `${cfg.host}:${cfg.port}`;
   const idle: NativeBuffer[] = [];
   for (let i = 0; i < nBuffers; i++) idle.push(ep.allocBuffer(chunkBytes));
+  // Zero-copy sends (fi_sendv of a head buffer and the frames themselves) where the provider
+  // needs no registration; SPAWN_FABRIC_COPY=1 turns them off (every chunk copied, as before).
+  const zeroCopy = () => !ep.mrLocal && ep.iovLimit >= 2 && process.env.SPAWN_FABRIC_COPY !== '1';
+  const heads: NativeBuffer[] = [];
+  const isHead = new WeakSet<NativeBuffer>();
+  const takeHead = (): NativeBuffer => {
+    const h = heads.pop();
+    if (h) return h;
+    const b = ep.allocBuffer(HEAD_BYTES);
+    isHead.add(b);
+    return b;
+  };
+  /** A send buffer or head buffer back to its pool. */
+  const giveBack = (b: NativeBuffer) => (isHead.has(b) ? heads.push(b) : idle.push(b));
+
+  /** How the next chunk of `job` can go uncopied: its head (header, small leading frames) and large parts; null when it cannot. */
+  function zeroCopyPlan(job: Job, room: number): { smalls: Buffer[]; parts: Buffer[]; bytes: number } | null {
+    const slices = job.cursor.slices(room);
+    let i = 0;
+    let headBytes = CHUNK_HEADER;
+    while (i < slices.length && slices[i].length < ZERO_COPY_MIN) headBytes += slices[i++].length;
+    if (i === slices.length || headBytes > HEAD_BYTES || slices.length - i + 1 > ep.iovLimit) return null;
+    const parts = slices.slice(i);
+    // Small frames after a large one would need an entry each: copy such a chunk instead.
+    if (parts.some((x) => x.length < ZERO_COPY_MIN)) return null;
+    let bytes = headBytes - CHUNK_HEADER;
+    for (const x of parts) bytes += x.length;
+    return { smalls: slices.slice(0, i), parts, bytes };
+  }
   const peers = new Map<number, OutPeer>();
   let ring: OutPeer[] = [];
   let rr = 0;
@@ -204,7 +254,7 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
           if (job.cursor.untouched && !job.staged) job.peer = undefined;
           else {
             jobs.shift();
-            if (job.staged) idle.push(job.staged.b);
+            if (job.staged) giveBack(job.staged.b);
             job.reject(new StreamError('EPEERGONE', `receiver ${job.peer.name} went away in the middle of this message (${where}); message lost`));
             continue;
           }
@@ -215,13 +265,25 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
         let blocked = false;
         for (;;) {
           if (!job.staged) {
-            if (job.cursor.done || p.credits <= 0 || idle.length === 0) break;
-            const b = idle.pop()!;
-            const n = job.cursor.fill(b.buf, CHUNK_HEADER, p.chunk - CHUNK_HEADER);
-            writeChunkHeader(b.buf, p.id, p.seq);
-            job.staged = { b, len: CHUNK_HEADER + n };
+            if (job.cursor.done || p.credits <= 0) break;
+            const plan = zeroCopy() ? zeroCopyPlan(job, p.chunk - CHUNK_HEADER) : null;
+            if (plan) {
+              const h = takeHead();
+              writeChunkHeader(h.buf, p.id, p.seq);
+              let at = CHUNK_HEADER;
+              for (const x of plan.smalls) at += x.copy(h.buf, at);
+              job.cursor.skip(plan.bytes);
+              job.staged = { b: h, len: at, parts: plan.parts };
+            } else {
+              if (idle.length === 0) break;
+              const b = idle.pop()!;
+              const n = job.cursor.fill(b.buf, CHUNK_HEADER, p.chunk - CHUNK_HEADER);
+              writeChunkHeader(b.buf, p.id, p.seq);
+              job.staged = { b, len: CHUNK_HEADER + n };
+            }
           }
-          if (!ep.postSend(p.fiAddr, job.staged.b, job.staged.len, p.serial)) {
+          const st = job.staged;
+          if (!(st.parts ? ep.postSendv(p.fiAddr, st.b, st.len, st.parts, p.serial) : ep.postSend(p.fiAddr, st.b, st.len, p.serial))) {
             blocked = true; // -FI_EAGAIN: progress first, then this same chunk again
             break;
           }
@@ -229,6 +291,7 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
           p.seq = (p.seq + 1) >>> 0;
           p.credits--;
           p.inFlight++;
+          if (!st.parts) p.copies++;
           inFlight++;
           posted++;
           const now = Date.now();
@@ -243,14 +306,14 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
           job.resolve();
           continue;
         }
-        if (blocked || idle.length === 0 || job.staged) break;
+        if (blocked || job.staged) break;
         // Out of credits on this peer mid-message: wait for its credits (the message stays with it).
         break;
       }
     } catch (e) {
       // A post that fails outright (not EAGAIN): fail the message, keep the stream.
       const job = jobs.shift();
-      if (job?.staged) idle.push(job.staged.b);
+      if (job?.staged) giveBack(job.staged.b);
       job?.reject(fabricProblem(`send to ${job?.peer?.name ?? 'a receiver'} failed`, e));
     } finally {
       pumping = false;
@@ -259,20 +322,26 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
   }
 
   function sendDone(c: { tag: number; buffer: unknown }): void {
+    const b = c.buffer as NativeBuffer;
     const p = peers.get(c.tag);
     if (p && !p.alive) {
-      // A late completion for a receiver that went away: its buffer was replaced when it went.
-      ep.releaseBuffer(c.buffer as NativeBuffer);
+      // A late completion for a receiver that went away: a send buffer was replaced when it went.
+      if (isHead.has(b)) heads.push(b);
+      else ep.releaseBuffer(b);
       if (--p.inFlight <= 0) peers.delete(p.serial);
       return;
     }
-    idle.push(c.buffer as NativeBuffer);
+    giveBack(b);
     inFlight--;
-    if (p) p.inFlight--;
+    if (p) {
+      p.inFlight--;
+      if (!isHead.has(b)) p.copies--;
+    }
   }
 
   function step(): number {
     let work = 0;
+    if (stuckSince && Date.now() - stuckSince >= STUCK_MS) work += renewEndpoint();
     for (let i = 0; i < POLLS_PER_STEP && !closed; i++) {
       let done: Completion[];
       try {
@@ -296,7 +365,7 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
 
   // While chunks are in flight the sender keeps turning (shm without cross-memory attach, and
   // tcp, move bytes only while the sender polls too); idle, it backs off.
-  const progress = new Progress(step, () => inFlight > 0 || jobs.length > 0);
+  const progress = new Progress(step, () => inFlight > 0 || jobs.length > 0, 50, 1, undefined, true, ep.providerName.includes('tcp') ? TCP_SPIN_MS : undefined);
 
   function dropPeer(p: OutPeer, why?: string): void {
     if (!p.alive) return;
@@ -310,8 +379,9 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
     // Completions that do come back later are recognised by serial and their buffers released.
     if (p.inFlight === 0) peers.delete(p.serial);
     else if (!closed) {
-      for (let i = 0; i < p.inFlight; i++) idle.push(ep.allocBuffer(chunkBytes));
+      for (let i = 0; i < p.copies; i++) idle.push(ep.allocBuffer(chunkBytes));
       inFlight -= p.inFlight;
+      if (shm && !stuckSince) stuckSince = Date.now();
     }
     if (wasReady && why && !closed) {
       const lost = p.inFlight > 0 ? `; up to ${plural(p.inFlight, 'chunk')} in flight to it may be lost` : '';
@@ -319,6 +389,52 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
     }
     report();
     progress.kick();
+  }
+
+  // libfabric 1.17's shm provider completes sends in the order posted, through one response
+  // queue per endpoint (smr_progress_resp stops at the first entry still marked busy). A
+  // receiver killed before it processed our commands never marks its entries, so every later
+  // send of this endpoint, to any receiver, stays uncompleted: the sender stalls with its
+  // buffers in flight. fi_av_remove does not clear those entries and fi_cancel covers receives
+  // only. So when a receiver has gone with sends in flight and they are still uncompleted
+  // STUCK_MS later, the endpoint is replaced by a fresh one: the live receivers are told "bye"
+  // and reconnect (to the new fabric address), as after any restart of the sender; what was
+  // half-sent to them fails with EPEERGONE (at most once, as for a crash).
+  const shm = ep.providerName === 'shm';
+  let stuckSince = 0;
+
+  function renewEndpoint(): number {
+    stuckSince = 0;
+    const stuck = [...peers.values()].some((p) => !p.alive && p.inFlight > 0);
+    if (!stuck || closed) return 0;
+    let fresh: Endpoint;
+    try {
+      fresh = openEndpoint(cfg.provider, { depth });
+    } catch (e) {
+      handlers.problem(fabricProblem(`rdma out on ${where}: a receiver went away mid-transfer and the shm endpoint could not be renewed`, e));
+      return 0;
+    }
+    const live = [...peers.values()].filter((p) => p.alive);
+    for (const p of live) {
+      p.alive = false;
+      p.ready = false;
+      p.channel.finish({ t: 'bye' });
+    }
+    ring = [];
+    rr = 0;
+    peers.clear();
+    const old = ep;
+    ep = fresh;
+    track(ep);
+    untrack(old);
+    idle.length = 0;
+    heads.length = 0;
+    for (let i = 0; i < nBuffers; i++) idle.push(ep.allocBuffer(chunkBytes));
+    inFlight = 0;
+    // Jobs not started yet go to the receivers that reconnect; a started one fails in pump().
+    for (const job of jobs) job.staged = undefined;
+    report();
+    return 1;
   }
 
   function onHello(p: OutPeer, m: Extract<ChannelMessage, { t: 'hello' }>): void {
@@ -367,6 +483,7 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
       lastChunkAt: 0,
       inFlight: 0,
       receiverIdle: false,
+      copies: 0,
     };
     let said: string | undefined;
     peers.set(serial, p);
@@ -718,6 +835,7 @@ export function openFabricIn(cfg: FabricInConfig, handlers: FabricHandlers): Fab
       for (const s of senders.values()) if (s.ready) s.channel.send({ t: 'idle' });
     },
     spinWhileRecent,
+    spinWhileRecent ? TCP_SPIN_MS : undefined,
   );
 
   function connect(target: { host: string; port: number }): void {
