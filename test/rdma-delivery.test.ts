@@ -63,6 +63,32 @@ describe('exactly-once over rdma out → efa in', function () {
     });
   }
 
+  it('provider auto without EFA: both ends fall back to ZeroMQ in exactly-once mode, and messages flow', async function () {
+    requireSystem(this, 'libfabric', hasLibfabric(), LIBFABRIC_INSTALL);
+    const port = await freePort();
+    await load(
+      [
+        TAB,
+        { id: 'out', type: 'spawn-rdma-out', z: 'tab1', addr: '127.0.0.1', port, ...EO, wires: [] },
+        { id: 'in', type: 'spawn-efa-in', z: 'tab1', endpoints: `tcp://127.0.0.1:${port}`, ...EO, wires: [['got']] },
+        { id: 'got', type: 'helper', z: 'tab1' },
+      ],
+      rdmaModules,
+    );
+    const warn = node('out').warn as unknown as { getCalls(): Array<{ args: [string] }> };
+    if (!warn.getCalls().length) this.skip(); // this machine has EFA
+    assert.match(String(warn.getCalls()[0].args[0]), /provider auto falls back to ZeroMQ over TCP \(push, listening on port \d+\)/);
+    // The ZeroMQ exactly-once links (a ROUTER and a DEALER underneath), as for push/pull.
+    await waitForStatus('out', (s) => s.text === 'zmq fallback: 1 peer, exactly-once');
+    await waitForStatus('in', (s) => s.text === 'zmq fallback: 1 peer, exactly-once');
+    const got = collect('got', 500);
+    for (let i = 0; i < 500; i++) node('out').receive({ payload: i } as never);
+    assert.deepEqual(
+      (await got).map((m) => m.payload),
+      Array.from({ length: 500 }, (_, i) => i),
+    );
+  });
+
   it('an efa in at most once and an rdma out exactly once: both ends report the mismatch', async function () {
     requireSystem(this, 'libfabric', hasLibfabric(), LIBFABRIC_INSTALL);
     const port = await freePort();
