@@ -1,7 +1,9 @@
 import { strict as assert } from 'assert';
 import * as fs from 'fs';
+import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
+import { openFabricIn } from '../native/fabric/stream';
 import { ChildRuntime, startChildRuntime, tabFlow } from './support/child-runtime';
 import { hasLibfabric, LIBFABRIC_INSTALL } from './support/libfabric';
 import { collect, FlowNode, load, node, startServer, stopServer, unload, waitFor, waitForStatus } from './support/nr';
@@ -87,6 +89,38 @@ describe('exactly-once over rdma out → efa in', function () {
       (await got).map((m) => m.payload),
       Array.from({ length: 500 }, (_, i) => i),
     );
+  });
+
+  it('a receiver whose fabric address is none (3 bytes) is refused, and a good receiver still gets in after it', async function () {
+    requireSystem(this, 'libfabric', hasLibfabric(), LIBFABRIC_INSTALL);
+    const port = await freePort();
+    await load([TAB, ...catcher, { id: 'out', type: 'spawn-rdma-out', z: 'tab1', provider: 'tcp', addr: '127.0.0.1', port, wires: [] }], rdmaModules);
+    await waitForStatus('out', (s) => /waiting for receivers/.test(String(s.text)));
+    const refused = waitFor('caught', (m) => /its fabric address is not usable/.test(String(m.payload)));
+    await new Promise<void>((resolve) => {
+      const hello = { t: 'hello', v: 1, address: Buffer.from([0xff, 0x9f, 0x44]).toString('base64'), provider: 'tcp;ofi_rxm', id: 1, chunk: 65536, credits: 16 };
+      const s = net.connect(port, '127.0.0.1', () => s.write(JSON.stringify(hello) + '\n'));
+      s.resume(); // read the refusal and the end, so that the socket closes
+      s.on('close', () => resolve());
+      s.on('error', () => resolve());
+    });
+    assert.match(String((await refused).payload), /its fabric address is not usable: fi_av_insert: not an address of this provider \(ff9f44\)/);
+    // libfabric's tcp address vector, once given a sockaddr of an unknown family, refused every
+    // later address (EINVAL): no receiver could connect any more.
+    const got: unknown[] = [];
+    const problems: string[] = [];
+    const inn = openFabricIn(
+      { provider: 'tcp', format: 'spawn', maxMessageSize: 0, connect: [{ host: '127.0.0.1', port }], reconnectMs: 50 },
+      { message: (m) => got.push(m.payload), status: () => undefined, problem: (e) => problems.push(e.message) },
+    );
+    try {
+      await waitForStatus('out', (s) => s.text === 'tcp;ofi_rxm: 1 peer');
+      node('out').receive({ payload: 'after the bogus one' } as never);
+      await waitUntil('the good receiver got the message', () => got.length === 1, 10_000);
+      assert.deepEqual([got, problems], [['after the bogus one'], []]);
+    } finally {
+      await inn.close(0);
+    }
   });
 
   it('an efa in at most once and an rdma out exactly once: both ends report the mismatch', async function () {
