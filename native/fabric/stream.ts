@@ -27,6 +27,8 @@ import { Progress } from './progress';
  *   when idle.
  * - Delivery is at most once: a message fully handed to the fabric when its receiver dies is
  *   lost with it; a message caught half-sent fails with EPEERGONE (its done() gets the error).
+ *   Exactly once: the delivery engine drives these streams through their `links` hook and
+ *   `sendLink` (native/delivery/fabric-links.ts).
  */
 
 export interface FabricCommonConfig {
