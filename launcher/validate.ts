@@ -201,6 +201,14 @@ export function flowProblems(view: FlowView): Problem[] {
         else add(where, field, `stage "${sourceId}" has ${m.candidates.length} ${what}s (ports ${m.candidates.map((c) => c.port).join(', ')}); a source stage must have exactly one`);
         continue;
       }
+      if (link.protocol === 'rdma') {
+        // An rdma out refuses an efa in of the other delivery mode at run time: say so before.
+        const [mine, theirs] = [link.node, m.output.node].map((n) => setting(n?.delivery, 'at-most-once'));
+        if (link.node && m.output.node && mine !== theirs) {
+          add(where, 'delivery', `is ${mine} but reads from ${nodeWhere(m.output.node, 'rdma out')} of stage "${sourceId}", which is ${theirs}: both ends of a stream must match`);
+        }
+        continue;
+      }
       if (link.protocol !== 'zmq') continue;
       const tIn = transportName(link.node);
       const tOut = transportName(m.output.node);

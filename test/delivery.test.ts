@@ -236,6 +236,16 @@ describe('validate: both ends of a stream agree on delivery and encryption', fun
     assert.match(out[1], /encryption.*is curve but reads from push.*which is none/);
   });
 
+  it('rdma out and efa in: the ends agree on delivery (exactly-once runs over RDMA)', function () {
+    const rdma = (out: Record<string, unknown>, inn: Record<string, unknown>) =>
+      flow({}, {}).map((n) => (n.id === 'push1' ? { ...n, type: 'spawn-rdma-out', port: 7500, ...out } : n.id === 'p1' ? { ...n, type: 'spawn-efa-in', name: 'from producer', ...inn } : n));
+    assert.deepEqual(says(rdma({ delivery: 'exactly-once' }, { delivery: 'exactly-once' })), []);
+    assert.deepEqual(says(rdma({ delivery: 'exactly-once', provider: 'tcp' }, { delivery: 'exactly-once', provider: 'tcp' })), []);
+    const out = says(rdma({ delivery: 'exactly-once' }, {}));
+    assert.deepEqual(out.length, 1, out.join('\n'));
+    assert.match(out[0], /efa in "from producer".*delivery: is at-most-once but reads from rdma out push1 of stage "producer", which is exactly-once: both ends of a stream must match/);
+  });
+
   it('refuses exactly-once over QUIC (the delivery engine has ZeroMQ links only)', function () {
     const out = says(flow({ delivery: 'exactly-once', transport: 'quic' }, { delivery: 'exactly-once', transport: 'quic' }));
     assert.deepEqual(out.length, 1, out.join('\n'));

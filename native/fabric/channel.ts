@@ -12,6 +12,11 @@ import net from 'net';
  *   receiver → sender  {t:"idle"}           nothing came for a while: polling slowly now
  *   sender → receiver  {t:"wake"}           chunks follow (after a pause, or after "idle")
  *   either             {t:"bye"}            closing on purpose (then the socket ends)
+ *   receiver → sender  {t:"frames", f}      exactly-once only: a frame set of the delivery engine
+ *                      (acknowledgements, resend requests, heartbeats), each frame base64
+ *
+ * hello carries `delivery: "exactly-once"` when the receiver runs in that mode; the sender refuses
+ * a receiver whose mode differs from its own (both ends must agree, as with the provider).
  *
  * One JSON object per line. The connection closing is how either side learns its peer is gone.
  */
@@ -21,13 +26,26 @@ export const CHANNEL_VERSION = 1;
 const MAX_LINE = 64 * 1024;
 
 export type ChannelMessage =
-  | { t: 'hello'; v: number; address: string; provider: string; id: number; chunk: number; credits: number }
+  | { t: 'hello'; v: number; address: string; provider: string; id: number; chunk: number; credits: number; delivery?: string }
   | { t: 'welcome'; v: number; address: string; provider: string }
   | { t: 'credit'; n: number }
   | { t: 'wake' }
   | { t: 'idle' }
   | { t: 'bye' }
-  | { t: 'error'; message: string };
+  | { t: 'error'; message: string }
+  | { t: 'frames'; f: string[] };
+
+/** A frame set in a `frames` message. */
+export function framesMessage(frames: Buffer[]): ChannelMessage {
+  return { t: 'frames', f: frames.map((b) => b.toString('base64')) };
+}
+
+/** The frames of a `frames` message; undefined when it is not one we could have sent. */
+export function framesOf(m: { f?: unknown }): Buffer[] | undefined {
+  const f = m.f;
+  if (!Array.isArray(f) || f.length === 0 || f.length > 16 || !f.every((x) => typeof x === 'string')) return undefined;
+  return f.map((x: string) => Buffer.from(x, 'base64'));
+}
 
 export interface ChannelHandlers {
   message(m: ChannelMessage): void;

@@ -6,6 +6,9 @@ import {
   readI32, readPtr, readStr, readU64, writeI32, writeU64,
 } from './lib';
 
+/** Room for a peer's fabric address (FI_NAME_MAX is 64; sockaddr_in6 28 bytes, shm names under 64). */
+const ADDRESS_ROOM = 256;
+
 /**
  * An RDM (reliable datagram) endpoint: one fabric, domain, completion queue, address vector and
  * endpoint, with send and receive of native buffers and manual progress (poll()).
@@ -186,9 +189,20 @@ export class Endpoint {
 
   /** Adds a peer's address (its `address`) to the address vector; returns its fi_addr_t. */
   insertPeer(address: Buffer): bigint {
-    const addr = koffi.alloc('uint8_t', address.length) as bigint;
+    // libfabric reads as many bytes as its address format has, whatever a peer sent: a short
+    // address (garbage on the side channel) is read from zeroed room, never past the allocation.
+    if (address.length === 0 || address.length > ADDRESS_ROOM) throw new FabricError('fi_av_insert', 22, `fi_av_insert: an address of ${address.length} bytes is not one`);
+    // A sockaddr of an unknown family leaves the tcp provider's address vector refusing every
+    // later insert (libfabric 1.17): a peer's sockaddr must be of our family and size.
+    const family = this.address.length === 16 || this.address.length === 28 ? this.address.readUInt16LE(0) : -1;
+    if ((family === 2 || family === 10) && (address.length !== this.address.length || address.readUInt16LE(0) !== family)) {
+      throw new FabricError('fi_av_insert', 22, `fi_av_insert: not an address of this provider (${address.toString('hex')})`);
+    }
+    const addr = koffi.alloc('uint8_t', ADDRESS_ROOM) as bigint;
     try {
-      Buffer.from(koffi.view(addr, address.length)).set(address);
+      const view = Buffer.from(koffi.view(addr, ADDRESS_ROOM));
+      view.fill(0);
+      view.set(address);
       const n = check('fi_av_insert', opCall('fi_av_insert', this.av, off('fid_av', 'ops'), off('fi_ops_av', 'insert'), proto.av_insert, this.av, addr, 1, this.scratch, 0n, null));
       if (n !== 1) throw new FabricError('fi_av_insert', 22, `fi_av_insert: address not accepted (${address.toString('hex')})`);
       return readU64(this.scratch, 0);

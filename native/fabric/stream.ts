@@ -4,7 +4,7 @@ import { errorText, StreamError } from '../errors';
 import { decodeReceived } from '../receiver';
 import { DETACH_BYTES, Format, SendCallback, Sender } from '../sender';
 import type { StreamStats, StreamStatus } from '../zmq';
-import { Channel, CHANNEL_VERSION, ChannelMessage } from './channel';
+import { Channel, CHANNEL_VERSION, ChannelMessage, framesMessage, framesOf } from './channel';
 import { CHUNK_HEADER, MessageCursor, Reassembler, wholeMessage, writeChunkHeader } from './chunks';
 import { Completion, Endpoint, NativeBuffer, openEndpoint, Provider } from './endpoint';
 import { FabricError } from './lib';
@@ -27,6 +27,8 @@ import { Progress } from './progress';
  *   when idle.
  * - Delivery is at most once: a message fully handed to the fabric when its receiver dies is
  *   lost with it; a message caught half-sent fails with EPEERGONE (its done() gets the error).
+ *   Exactly once: the delivery engine drives these streams through their `links` hook and
+ *   `sendLink` (native/delivery/fabric-links.ts).
  */
 
 export interface FabricCommonConfig {
@@ -49,6 +51,18 @@ export interface FabricOutConfig extends FabricCommonConfig {
   sendBuffers?: number;
   /** Milliseconds without a receiver, while messages wait, before ENOPEER (default 5000). */
   noPeerMs?: number;
+  /** Exactly-once: the delivery engine's link layer (native/delivery/fabric-links.ts) drives this stream. */
+  links?: FabricOutLinks;
+}
+
+/**
+ * The hook of a link layer above the output side (exactly-once delivery): it addresses frame sets
+ * to one receiver (`sendLink`) instead of round-robin, and gets what receivers send back over
+ * the side channel. Receivers are named by a key that lives as long as their connection.
+ */
+export interface FabricOutLinks {
+  /** Frames a receiver sent over the side channel. */
+  control(key: string, name: string, frames: Buffer[]): void;
 }
 
 export interface FabricInConfig extends FabricCommonConfig {
@@ -57,6 +71,17 @@ export interface FabricInConfig extends FabricCommonConfig {
   /** Receive buffers posted for each sender (default 16). */
   credits?: number;
   reconnectMs: number;
+  /** Exactly-once: the delivery engine's link layer (native/delivery/fabric-links.ts) takes the frame sets. */
+  links?: FabricInLinks;
+}
+
+/** The hook of a link layer above the input side: senders are named by their `host:port`. */
+export interface FabricInLinks {
+  /** A frame set as the sender sent it, not decoded. */
+  frames(key: string, frames: Buffer[]): void;
+  /** False while the link layer holds too much not yet done: the input stops reading (no credits go back). */
+  readable(): boolean;
+  whenReadable(): Promise<void>;
 }
 
 export interface FabricHandlers {
@@ -73,6 +98,12 @@ export interface FabricStream {
   readonly providerName: string;
   stats(): StreamStats;
   close(lingerMs: number): Promise<number>;
+  /**
+   * With `links`: a frame set to one peer by its key; the output side sends it over the fabric (in
+   * order with the rest to that receiver), the input side over the side channel. Resolves once
+   * handed over; rejects when that peer is gone.
+   */
+  sendLink?(key: string, frames: Buffer[]): Promise<void>;
 }
 
 export const DEFAULT_CHUNK_BYTES = 1024 * 1024 + 64 * 1024;
@@ -159,6 +190,8 @@ interface OutPeer {
 interface Job {
   cursor: MessageCursor;
   peer?: OutPeer;
+  /** For this peer only (sendLink): never given to another when it goes away. */
+  addressed?: boolean;
   /** A chunk filled and not yet accepted by the provider (it answered -FI_EAGAIN). With
    *  `parts`, `b` is a small head buffer (chunk header, preamble, small frames) and the parts,
    *  views of the caller's frames, follow it uncopied (fi_sendv). */
@@ -251,7 +284,7 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
       while (jobs.length > 0) {
         const job = jobs[0];
         if (job.peer && !job.peer.alive) {
-          if (job.cursor.untouched && !job.staged) job.peer = undefined;
+          if (job.cursor.untouched && !job.staged && !job.addressed) job.peer = undefined;
           else {
             jobs.shift();
             if (job.staged) giveBack(job.staged.b);
@@ -448,6 +481,13 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
       handlers.problem(new StreamError('EFABRIC', message));
       return;
     }
+    const mine = cfg.links ? 'exactly-once' : 'at-most-once';
+    if ((m.delivery || 'at-most-once') !== mine) {
+      const message = `delivery mismatch: rdma out on ${where} is ${mine}, the receiver at ${p.name} is ${m.delivery || 'at-most-once'}; choose the same delivery on both ends`;
+      p.channel.finish({ t: 'error', message });
+      handlers.problem(new StreamError('EFABRIC', message));
+      return;
+    }
     try {
       p.fiAddr = ep.insertPeer(Buffer.from(m.address, 'base64'));
     } catch (e) {
@@ -496,6 +536,14 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
         } else if (m.t === 'idle') p.receiverIdle = true;
         else if (m.t === 'bye') said = 'it closed';
         else if (m.t === 'error') handlers.problem(new StreamError('EFABRIC', `receiver ${p.name}: ${m.message}`));
+        else if (m.t === 'frames' && p.ready && cfg.links) {
+          const frames = framesOf(m);
+          if (frames) cfg.links.control(String(p.serial), p.name, frames);
+          else {
+            handlers.problem(new StreamError('EPROTO', `receiver ${p.name} on ${where} sent a broken frames message; dropped`));
+            p.channel.destroy();
+          }
+        }
       },
       garbage: (why) => handlers.problem(new StreamError('EPROTO', `a connection to rdma out on ${where} from ${p.name} is not an efa in (${why}); dropped`)),
       closed: (err) => dropPeer(p, said ? undefined : err ? `connection failed: ${err.message}` : 'connection closed without goodbye'),
@@ -585,6 +633,14 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
     },
     providerName: ep.providerName,
     stats: () => ({ sentMessages: sender.sentMessages, sentBytes: sender.sentBytes, receivedMessages: 0, receivedBytes: 0, queued: sender.pending }),
+    sendLink: (key, frames) =>
+      new Promise<void>((resolve, reject) => {
+        const p = peers.get(Number(key));
+        if (closed || !p || !p.alive || !p.ready) return reject(new StreamError('EPEERGONE', `receiver ${p?.name ?? key} is not connected to ${where}`));
+        jobs.push({ cursor: new MessageCursor(frames), peer: p, addressed: true, resolve, reject });
+        pump();
+        progress.kick();
+      }),
     async close(lingerMs) {
       const deadline = Date.now() + lingerMs;
       const drained = await sender.drain(lingerMs);
@@ -701,6 +757,7 @@ export function openFabricIn(cfg: FabricInConfig, handlers: FabricHandlers): Fab
   }
 
   function deliver(s: InSender, frames: Buffer[]): void {
+    if (cfg.links) return cfg.links.frames(s.name, frames);
     let got;
     try {
       got = decodeReceived(frames, decodeOpts);
@@ -778,8 +835,25 @@ export function openFabricIn(cfg: FabricInConfig, handlers: FabricHandlers): Fab
     if (post(c.buffer, s.id)) credit(s.id);
   }
 
+  // With a link layer that holds too much not yet done, nothing is read: credits stop going back
+  // and the senders wait (backpressure), until it says it can take more.
+  let waitingToRead = false;
+  function unreadable(): boolean {
+    const links = cfg.links;
+    if (!links || links.readable()) return false;
+    if (!waitingToRead) {
+      waitingToRead = true;
+      void links.whenReadable().then(() => {
+        waitingToRead = false;
+        progress.kick();
+      });
+    }
+    return true;
+  }
+
   function step(): number {
     let work = 0;
+    if (unreadable()) return 0;
     for (let i = toPost.length; i > 0 && toPost.length > 0; i--) {
       const { b, sender } = toPost[0];
       if (!ep.postRecv(b, 0)) break;
@@ -901,7 +975,16 @@ export function openFabricIn(cfg: FabricInConfig, handlers: FabricHandlers): Fab
         senders.set(id, s);
         const given = provide(credits);
         s.granted = given;
-        channel.send({ t: 'hello', v: CHANNEL_VERSION, address: ep.address.toString('base64'), provider: ep.providerName, id, chunk: chunkBytes, credits: given });
+        channel.send({
+          t: 'hello',
+          v: CHANNEL_VERSION,
+          address: ep.address.toString('base64'),
+          provider: ep.providerName,
+          id,
+          chunk: chunkBytes,
+          credits: given,
+          ...(cfg.links ? { delivery: 'exactly-once' } : {}),
+        });
         progress.kick();
       });
       socket.once('error', () => {
@@ -926,6 +1009,11 @@ export function openFabricIn(cfg: FabricInConfig, handlers: FabricHandlers): Fab
     },
     providerName: ep.providerName,
     stats: () => ({ sentMessages: 0, sentBytes: 0, receivedMessages, receivedBytes, queued: 0 }),
+    sendLink: async (key, frames) => {
+      const s = [...senders.values()].find((x) => x.name === key && x.ready);
+      if (closed || !s || !s.channel.open) throw new StreamError('EPEERGONE', `rdma out at ${key} is not connected`);
+      s.channel.send(framesMessage(frames));
+    },
     async close() {
       closed = true;
       progress.stop();

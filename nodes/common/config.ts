@@ -58,8 +58,11 @@ function curveOf(def: PatternNodeDef, env: NodeJS.ProcessEnv, userDir: string | 
   }
 }
 
-/** Patterns with a delivery option: pub/sub is at-most-once by design (see the README). */
-export const HAS_DELIVERY: Record<Pattern, boolean> = { push: true, pull: true, router: true, dealer: true, pub: false, sub: false };
+/**
+ * Patterns (and the RDMA nodes, which configure as push and pull) with a delivery option: pub/sub is
+ * at-most-once by design (see the README). The editor keeps the same table (editor/editor.html).
+ */
+export const HAS_DELIVERY: Record<Pattern | 'rdma out' | 'efa in', boolean> = { push: true, pull: true, router: true, dealer: true, pub: false, sub: false, 'rdma out': true, 'efa in': true };
 
 function deliveryOf(pattern: Pattern, def: PatternNodeDef): Delivery {
   const d = def.delivery || 'at-most-once';

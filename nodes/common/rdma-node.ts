@@ -6,6 +6,8 @@ import { Provider } from '../../native/fabric/endpoint';
 import { FabricError } from '../../native/fabric/lib';
 import { FabricStream, openFabricIn, openFabricOut } from '../../native/fabric/stream';
 import { openZmqStream, StreamStatus, ZmqStream } from '../../native/zmq';
+import { openReliableFabricIn, openReliableFabricOut } from '../../native/delivery/fabric-links';
+import { trackCompletion } from './completion';
 import { ConfigError, lingerMs, PatternNodeDef, streamConfig } from './config';
 import { metaOf, nextMsgId } from './pattern-node';
 import { ProblemReporter } from './problems';
@@ -19,6 +21,8 @@ import { registerStats } from './stats';
  * stream (native/fabric/stream.ts) on the chosen provider; with provider "auto" it is efa, and
  * where there is no EFA device (or no libfabric) the node says so and runs as ZeroMQ push/pull over
  * TCP on the same port instead, as the streaming guide's troubleshooting section advises.
+ * Delivery `exactly-once` runs the delivery engine over the fabric (native/delivery/fabric-links.ts),
+ * and over ZeroMQ's exactly-once links after the fallback; both ends must use the same mode.
  */
 
 export type RdmaSide = 'out' | 'in';
@@ -73,8 +77,16 @@ export function registerRdmaNode(RED: NodeAPI, side: RdmaSide): void {
       else node.status({ fill: backpressured ? 'yellow' : 'green', shape: 'dot', text: backpressured ? `${s.text}, backpressure` : s.text });
     }
 
+    let stopCompletion = () => undefined as void;
+    // Set once the configuration is read: exactly-once receivers acknowledge when the wired nodes are done (./completion.ts).
+    let completion: ReturnType<typeof trackCompletion>;
     const handlers = {
-      message: (m: WireMessage) => node.send(toNodeMessage(m)),
+      acknowledges: false,
+      message: (m: WireMessage, done?: () => void) => {
+        const msg = toNodeMessage(m);
+        if (done) completion!.track(msg._msgid as string, done);
+        node.send(msg);
+      },
       problem: (e: StreamError) => problems.report(e),
       backpressure: (on: boolean, queued: number) => {
         if (on) node.warn(`backpressure: ${queued} messages wait for the receivers; input messages are held in order`);
@@ -92,14 +104,22 @@ export function registerRdmaNode(RED: NodeAPI, side: RdmaSide): void {
       }
       const cfg = rdmaConfig(side, def, fromSource);
       linger = lingerMs(def);
+      const exactlyOnce = cfg.zmq.delivery === 'exactly-once';
+      if (exactlyOnce && side === 'in') {
+        completion = trackCompletion(RED, node, (def as { wires?: unknown }).wires);
+        handlers.acknowledges = completion !== undefined;
+        stopCompletion = () => completion?.stop();
+      }
       const open = (provider: Provider, status: (s: StreamStatus) => void): FabricStream => {
         const common = { provider, format: cfg.zmq.format, maxMessageSize: cfg.zmq.maxMessageSize };
-        return side === 'out'
-          ? openFabricOut(
-              { ...common, host: cfg.bind!.host, port: cfg.bind!.port, highWater: cfg.zmq.highWater, queueLimit: cfg.zmq.queueLimit, batch: cfg.zmq.batch, noPeerMs: cfg.zmq.noPeerMs },
-              { ...handlers, status },
-            )
-          : openFabricIn({ ...common, connect: cfg.connect, reconnectMs: cfg.zmq.reconnectMs }, { ...handlers, status });
+        if (side === 'out') {
+          const out = { ...common, host: cfg.bind!.host, port: cfg.bind!.port, highWater: cfg.zmq.highWater, queueLimit: cfg.zmq.queueLimit, batch: cfg.zmq.batch, noPeerMs: cfg.zmq.noPeerMs };
+          return exactlyOnce ? openReliableFabricOut(out, { ...handlers, status }) : openFabricOut(out, { ...handlers, status });
+        }
+        const inn = { ...common, connect: cfg.connect, reconnectMs: cfg.zmq.reconnectMs };
+        return exactlyOnce
+          ? openReliableFabricIn(inn, { ...handlers, status }, { deadMs: cfg.zmq.noPeerMs, maxUndone: Math.min(cfg.zmq.queueLimit / 4, 16_384) })
+          : openFabricIn(inn, { ...handlers, status });
       };
       if (cfg.provider !== 'auto') {
         stream = open(cfg.provider, showStatus);
@@ -112,7 +132,8 @@ export function registerRdmaNode(RED: NodeAPI, side: RdmaSide): void {
           node.warn(`${e.message}; provider auto falls back to ZeroMQ over TCP (${side === 'out' ? 'push' : 'pull'}, ${where}): slower than RDMA, same messages`);
           stream = openZmqStream(cfg.zmq, {
             ...handlers,
-            message: (m) => handlers.message(m),
+            // exactly-once (cfg.zmq.delivery): ZeroMQ's exactly-once links, same acknowledgements.
+            message: (m, _key, done) => handlers.message(m, done),
             status: (s) => showStatus({ ...s, text: `zmq fallback: ${s.text}` }),
           });
         }
@@ -120,6 +141,7 @@ export function registerRdmaNode(RED: NodeAPI, side: RdmaSide): void {
       const live = stream;
       unregisterStats = registerStats(node.id, { pattern: kind, peers: () => live.peers, stats: () => live.stats() });
     } catch (e) {
+      stopCompletion();
       const text = e instanceof ConfigError || e instanceof StreamError || e instanceof FabricError ? e.message : String(e);
       node.status({ fill: 'red', shape: 'ring', text });
       node.error(e instanceof ConfigError ? `configuration: ${text}` : text);
@@ -147,6 +169,7 @@ export function registerRdmaNode(RED: NodeAPI, side: RdmaSide): void {
         })
         .catch((e) => node.error(`close: ${String(e)}`))
         .finally(() => {
+          stopCompletion();
           unregisterStats();
           problems.stop();
           node.status({});

@@ -7,6 +7,8 @@ import * as path from 'path';
 import * as zmq from 'zeromq';
 import { encodeHeader, Kind } from '../../native/delivery/protocol';
 import { startChildRuntime, tabFlow } from '../support/child-runtime';
+import { hasLibfabric, LIBFABRIC_INSTALL } from '../support/libfabric';
+import { requireSystem } from '../support/system';
 import { freePort } from '../support/ports';
 import { waitUntil } from './support';
 
@@ -65,6 +67,69 @@ const dataHeader = (magic = 'SD', version = 1) => {
   return h;
 };
 
+/**
+ * A client of an rdma out's side channel (native/fabric/channel.ts: JSON lines): writes `lines`,
+ * then, if `after` is given and the rdma out welcomed it, whatever `after` returns; holds the
+ * connection `holdMs`, then closes.
+ */
+function sideChannel(lines: Array<object | string>, after?: () => Array<object | string>, holdMs = 100): Attack {
+  const text = (l: object | string) => (typeof l === 'string' ? l : JSON.stringify(l) + '\n');
+  return (port) =>
+    new Promise((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => {
+        for (const l of lines) s.write(text(l));
+        setTimeout(() => s.end(), holdMs);
+      });
+      let got = '';
+      s.setEncoding('utf8');
+      s.on('data', (d: string) => {
+        if (!after || !(got += d).includes('"welcome"')) return;
+        for (const l of after()) s.write(text(l));
+        after = undefined;
+      });
+      s.on('error', () => resolve());
+      s.on('close', () => resolve());
+    });
+}
+
+/** Whether something accepts connections on the port (connects, then closes at once). */
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = net.connect(port, '127.0.0.1', () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.on('error', () => resolve(false));
+  });
+}
+
+/** A hello as an efa in sends it; `extra` changes fields. */
+const hello = (provider: string, extra: Record<string, unknown> = {}) => ({
+  t: 'hello', v: 1, address: Buffer.alloc(16).toString('base64'), provider, id: 7, chunk: 65536, credits: 16, ...extra,
+});
+/** A tcp fabric address (sockaddr_in) that nobody answers: 127.0.0.1 at a port nobody listens on. */
+function deadTcpAddress(port: number): string {
+  const a = Buffer.alloc(16);
+  a.writeUInt16LE(2, 0); // AF_INET
+  a.writeUInt16BE(port, 2);
+  Buffer.from([127, 0, 0, 1]).copy(a, 4);
+  return a.toString('base64');
+}
+const framesLine = (...frames: Buffer[]) => ({ t: 'frames', f: frames.map((b) => b.toString('base64')) });
+
+/** Not the side channel's protocol at all, or an efa in the rdma out must refuse before it takes a share. */
+const rdmaCommon = (provider: string, otherDelivery: string): Attack[] => [
+  ...COMMON.slice(0, 1),
+  sideChannel(['{"t":"hello","v":1,"addr']), // truncated, then closed
+  sideChannel(['[1,2]\n']),
+  sideChannel(['"just a string"\n']),
+  sideChannel(['not json at all\n']),
+  tcp(Buffer.alloc(70_000, 0x41)), // a line longer than any message
+  sideChannel([hello(provider, { v: 9 })]),
+  sideChannel([hello(provider === 'shm' ? 'tcp;ofi_rxm' : 'shm')]),
+  sideChannel([hello(provider, { delivery: otherDelivery })]),
+];
+
 const COMMON: Attack[] = [tcp(crypto.randomBytes(4096)), tcp(TRUNCATED_GREETING), tcp(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'))];
 
 const LISTENERS: Record<string, Attack[]> = {
@@ -90,6 +155,35 @@ const LISTENERS: Record<string, Attack[]> = {
     ...COMMON,
     zmqPeer('push', [[spawnFrame('XX', 1)], [spawnFrame('SR', 9)], [spawnFrame('SR', 1).subarray(0, 12)], [crypto.randomBytes(3)], [Buffer.alloc(4 * MAX_MESSAGE)]]),
   ],
+  // RDMA, exactly-once (tcp provider): the side channel gets garbage, refused hellos, fabric
+  // addresses that are no address (3 bytes; after it, the provider must still take good ones) or
+  // that nobody answers; that bogus receiver (first, while the good stream runs) beats, so it is
+  // given data that never arrives, until its link fails over, and sends bad delivery headers,
+  // data, and a broken frames message.
+  'rdma exactly-once': [
+    sideChannel([hello('tcp;ofi_rxm', { delivery: 'exactly-once', address: crypto.randomBytes(3).toString('base64') })]),
+    async (port) => {
+      const nobody = await freePort();
+      await sideChannel(
+        [hello('tcp;ofi_rxm', { delivery: 'exactly-once', address: deadTcpAddress(nobody) })],
+        () => [
+          framesLine(crypto.randomBytes(36)),
+          framesLine(dataHeader('XX')),
+          framesLine(dataHeader('SD', 9)),
+          framesLine(crypto.randomBytes(7)),
+          framesLine(encodeHeader(Kind.Beat, crypto.randomBytes(8), 0, 0, 0)),
+          framesLine(dataHeader(), spawnFrame('SR', 1)),
+          { t: 'credit', n: 1000 },
+          { t: 'frames', f: 5 },
+        ],
+        500,
+      )(port);
+    },
+    ...rdmaCommon('tcp;ofi_rxm', 'at-most-once'),
+  ],
+  // RDMA, at most once (shm provider): only what is refused before a receiver takes a share (a
+  // receiver that is welcomed takes its share of an at-most-once stream, by design).
+  'rdma at-most-once': rdmaCommon('shm', 'exactly-once'),
 };
 
 describe('faults: garbage at every listening port', function () {
@@ -139,6 +233,73 @@ describe('faults: garbage at every listening port', function () {
       assert.match(out, /EPROTO|broke the ZeroMQ handshake/, 'handshake garbage reported');
       assert.match(out, /delivery magic|delivery version|delivery header/, 'bad delivery headers reported');
       assert.match(out, /bad magic|unsupported version/, 'bad spawn frames reported');
+    } finally {
+      assert.equal(await victim.stop(), 0, victim.output());
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('RDMA: the rdma out side channel gets garbage, refused hellos and bogus fabric addresses; the runtime stays up, reports, and keeps serving good peers', async function () {
+    requireSystem(this, 'libfabric', hasLibfabric(), LIBFABRIC_INSTALL);
+    const N = 30_000;
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'spawn-garbage-rdma-'));
+    const startFile = path.join(dir, 'go');
+    const ports = await Promise.all([1, 2].map(() => freePort()));
+    const ep = (p: number) => `tcp://127.0.0.1:${p}`;
+    const src = (id: string, to: string) => ({ id, type: 'seq-source', count: N, size: 100, kind: 'buffer', window: 5000, startFile, wires: [[to]] });
+    const EO = { delivery: 'exactly-once', maxMessageSize: MAX_MESSAGE, peerTimeout: 1500 };
+    const AMO = { delivery: 'at-most-once', maxMessageSize: MAX_MESSAGE };
+    const flow = tabFlow('victim', [
+      // With exactly-once, the bogus receiver's share fails over to the good one, after that one's
+      // newer messages: its sink checks for loss and repeats, not order.
+      src('s5', 'out5'), { id: 'out5', type: 'spawn-rdma-out', provider: 'tcp', addr: '127.0.0.1', port: ports[0], ...EO },
+      { id: 'in5', type: 'spawn-efa-in', provider: 'tcp', endpoints: ep(ports[0]), ...EO, wires: [['k5']] },
+      { id: 'k5', type: 'seq-sink', expect: N, label: 'k5', ordering: 'any' },
+      src('s6', 'out6'), { id: 'out6', type: 'spawn-rdma-out', provider: 'shm', addr: '127.0.0.1', port: ports[1], ...AMO },
+      { id: 'in6', type: 'spawn-efa-in', provider: 'shm', endpoints: ep(ports[1]), ...AMO, wires: [['k6']] },
+      { id: 'k6', type: 'seq-sink', expect: N, label: 'k6' },
+    ]);
+    // FI_TCP_IFACE=lo: the tcp provider on loopback too (else it binds the first interface).
+    const victim = await startChildRuntime(flow, 'victim-rdma', { env: { FI_TCP_IFACE: 'lo' } });
+    try {
+      const targets: Array<[string, number]> = [
+        ['rdma exactly-once', ports[0]],
+        ['rdma at-most-once', ports[1]],
+      ];
+      // An rdma out listens once its fabric endpoint is open: the attacks need it there.
+      for (const [, port] of targets) {
+        const until = Date.now() + 20_000;
+        while (!(await accepts(port))) {
+          if (Date.now() > until) throw new Error(`nothing listens on ${port}\n${victim.output()}`);
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      }
+      fs.writeFileSync(startFile, ''); // the good peers stream while the attacks run
+      // A node reports each kind of problem at once, then at most once a second (nodes/common/problems.ts):
+      // the attacks are a second apart, so that each one's report can be checked.
+      await Promise.all(targets.map(async ([kind, port]) => {
+        for (const attack of LISTENERS[kind]) {
+          await attack(port);
+          await new Promise((r) => setTimeout(r, 1100));
+        }
+      }));
+      for (const k of ['k5', 'k6']) {
+        const r = await victim.waitForReport((x) => x.label === k && x.done, 60_000);
+        assert.equal(r.count, N, k);
+        assert.equal(r.outOfOrder, 0, `${k}: ${r.firstProblem}`);
+        assert.equal(r.duplicates, 0, k);
+      }
+      assert.equal(victim.proc.exitCode, null, 'the runtime is still running');
+      await waitUntil('the failed-over share reported', () => /EPEERLOST/.test(victim.output()), 10_000);
+      const out = victim.output();
+      assert.match(out, /is not an efa in \(unreadable line/, 'side-channel garbage reported');
+      assert.match(out, /provider mismatch: rdma out on 127\.0\.0\.1:\d+ uses tcp;ofi_rxm, the receiver at .* uses shm/);
+      assert.match(out, /delivery mismatch: rdma out on 127\.0\.0\.1:\d+ is at-most-once, the receiver at .* is exactly-once/);
+      assert.match(out, /delivery mismatch: rdma out on 127\.0\.0\.1:\d+ is exactly-once, the receiver at .* is at-most-once/);
+      assert.match(out, /its fabric address is not usable/, 'a fabric address that is none refused');
+      assert.match(out, /delivery magic|delivery version|delivery header/, 'bad delivery headers reported');
+      assert.match(out, /sent data to rdma out on/, 'data from a receiver refused');
+      assert.match(out, /EPEERLOST: peer "127\.0\.0\.1:\d+" silent/, "the bogus receiver's share failed over");
     } finally {
       assert.equal(await victim.stop(), 0, victim.output());
       fs.rmSync(dir, { recursive: true, force: true });

@@ -3,7 +3,9 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { ChildOptions, ChildRuntime, startChildRuntime, tabFlow } from '../support/child-runtime';
+import { hasLibfabric, LIBFABRIC_INSTALL } from '../support/libfabric';
 import { freePort } from '../support/ports';
+import { requireSystem } from '../support/system';
 import { readSeqLog, strictlyIncreasing, waitUntil } from './support';
 
 /**
@@ -126,4 +128,65 @@ describe('faults: restarts, late and absent stages (exactly-once)', function () 
     await waitUntil('every message arrived', () => readSeqLog(log).length >= N, 60_000);
     assert.deepEqual(readSeqLog(log), Array.from({ length: N }, (_, i) => i));
   });
+});
+
+describe('faults: RDMA (rdma out → efa in, exactly-once over libfabric)', function () {
+  this.timeout(120_000);
+  let dir: string;
+  const running: ChildRuntime[] = [];
+  beforeEach(() => (dir = fs.mkdtempSync(path.join(os.tmpdir(), 'spawn-faults-rdma-'))));
+  afterEach(async () => {
+    await Promise.all(running.splice(0).map((r) => r.stop(5000)));
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  const start = async (flow: object[], name: string) => {
+    const r = await startChildRuntime(flow, name);
+    running.push(r);
+    return r;
+  };
+
+  // The restart of a killed receiver is in test/rdma-delivery.test.ts (npm test); here the other
+  // half: the killed instance does not come back, and what it held goes to the instance left.
+  for (const provider of ['tcp', 'shm'] as const) {
+    it(`${provider}: one of two consumer instances SIGKILLed for good: the other gets what it had not finished; all N, once but for the crash window`, async function () {
+      requireSystem(this, 'libfabric', hasLibfabric(), LIBFABRIC_INSTALL);
+      const N = 30_000;
+      const port = await freePort();
+      const settings = { provider, delivery: 'exactly-once', peerTimeout: 1500, reconnect: 50 };
+      const consumer = (log: string) =>
+        tabFlow('consumer', [
+          { id: 'in', type: 'spawn-efa-in', endpoints: `tcp://127.0.0.1:${port}`, ...settings, wires: [['sink']] },
+          // 100 µs of CPU per message: the stream takes seconds, so the kill lands mid-stream.
+          { id: 'sink', type: 'seq-sink', expect: N, label: 'sink', ordering: 'any', busyMicros: 100, logFile: log },
+        ]);
+      const logA = path.join(dir, 'a.seq');
+      const logB = path.join(dir, 'b.seq');
+      const a = await start(consumer(logA), 'rdma-consumer-a');
+      await start(consumer(logB), 'rdma-consumer-b');
+      const p = await start(
+        tabFlow('producer', [
+          { id: 'src', type: 'seq-source', count: N, size: 1000, kind: 'buffer', window: 2000, wires: [['out']] },
+          { id: 'out', type: 'spawn-rdma-out', addr: '127.0.0.1', port, ...settings },
+        ]),
+        'rdma-producer',
+      );
+      await waitUntil('both consumers have a share', () => readSeqLog(logA).length >= N / 8 && readSeqLog(logB).length >= N / 8, 30_000);
+      a.proc.kill('SIGKILL');
+      await new Promise((r) => a.proc.once('exit', r));
+      const seenA = readSeqLog(logA);
+      await waitUntil('every message arrived', () => new Set([...seenA, ...readSeqLog(logB)]).size >= N, 60_000).catch((e) => {
+        throw new Error(`${(e as Error).message}: ${seenA.length} + ${readSeqLog(logB).length}\n${p.output()}`);
+      });
+      const seenB = readSeqLog(logB);
+      assert.ok(strictlyIncreasing(seenA), 'the killed consumer saw its share in order, once');
+      assert.equal(new Set(seenB).size, seenB.length, 'the consumer left saw nothing twice');
+      const inB = new Set(seenB);
+      const again = seenA.filter((s) => inB.has(s));
+      console.log(`      killed instance: ${seenA.length}, the other: ${seenB.length}, finished by both (the crash window): ${again.length}`);
+      assert.ok(again.length <= 64, `${again.length} messages came twice`);
+      assert.deepEqual(again, seenA.slice(seenA.length - again.length), "only the killed instance's last messages may come again");
+      assert.deepEqual([...new Set([...seenA, ...seenB])].sort((x, y) => x - y), Array.from({ length: N }, (_, i) => i), 'all N, none lost');
+      assert.match(p.output(), /EPEERLOST: peer "127\.0\.0\.1:\d+" silent for \d+ ms with \d+ messages unacknowledged/);
+    });
+  }
 });

@@ -1,0 +1,266 @@
+import { WireMessage } from '../codec';
+import { errorText, StreamError } from '../errors';
+import { CHUNK_HEADER } from '../fabric/chunks';
+import { DEFAULT_CHUNK_BYTES, FabricHandlers, FabricInConfig, FabricOutConfig, FabricStream, openFabricIn, openFabricOut } from '../fabric/stream';
+import { watchForNoPeer } from '../peer-watch';
+import { decodeReceived } from '../receiver';
+import { DETACH_BYTES, Sender } from '../sender';
+import type { StreamStatus } from '../zmq';
+import { DeliveryEngine, Link } from './engine';
+import { HEADER_BYTES } from './protocol';
+
+/**
+ * Exactly-once delivery over RDMA: the delivery engine (./engine.ts) on top of the fabric streams
+ * of native/fabric/stream.ts, through their `links` hook.
+ *
+ * A link is one rdma out ↔ efa in pair. The fabric carries one way only (rdma out → efa in), so:
+ *
+ * - rdma out → efa in, over the fabric: data frame sets AND the sender's heartbeats, through the
+ *   stream's `sendLink` (addressed to one receiver, in order with everything else to it). A
+ *   heartbeat names the sender's next sequence number, so it must not overtake the data before
+ *   it: over the TCP side channel it would, and every heartbeat would make the receiver ask for
+ *   a resend of everything still in flight on the fabric.
+ * - efa in → rdma out, over the TCP side channel (channel.ts `frames` messages): acknowledgements,
+ *   resend requests and the receiver's heartbeats. They are small (36 bytes, every 2 ms or so
+ *   under load), and that channel is the only way back there is; RDM endpoints are reliable and
+ *   the channel is TCP, so nothing is lost while a connection lives, and when one breaks the
+ *   engine's heartbeats, resends and fail-over take over, as they do for ZeroMQ.
+ *
+ * Link keys: on the rdma out, one per side-channel connection (a restarted or reconnected efa in
+ * is a new link, and what the old one held moves to the live links after the peer timeout, as
+ * with a ZeroMQ push in exactly-once mode); on the efa in, the sender's `host:port` (fixed links,
+ * beating from the start, like the DEALER sockets of zmq-links.ts).
+ *
+ * With `acknowledges`, the efa in acknowledges a message once the application calls its done();
+ * while more than `maxUndone` are delivered and not done, it stops reading the fabric (no credits
+ * go back), so backpressure reaches the rdma out instead of memory growing.
+ */
+
+/** Bytes in flight per rdma out (as zmq-links.ts): 16 chunks of 1 MiB, what the credits allow anyway. */
+const WINDOW_BYTES = 16 * 1024 * 1024;
+const BEAT_MS = 200;
+/** Heartbeats waiting behind data for one receiver: more would only say the same thing again. */
+const MAX_QUEUED_BEATS = 2;
+
+export interface ReliableFabricHandlers extends FabricHandlers {
+  /** `done`, with `acknowledges`, is to be called once the message was handled. */
+  message(msg: WireMessage, done?: () => void): void;
+  /** Acknowledge a message when `done` is called, not when it is handed over. */
+  acknowledges?: boolean;
+}
+
+export interface ReliableFabricOptions {
+  /** A link silent this long is down (its unacknowledged messages go to another receiver); default 5000. */
+  deadMs?: number;
+  /** efa in: messages delivered and not done above which it stops reading (default 16,384). */
+  maxUndone?: number;
+}
+
+const plural = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
+
+function countOf(format: string): (frames: Buffer[]) => number {
+  return (frames) => (format === 'raw' ? 1 : frames[0].readUInt32LE(4));
+}
+
+/** The fabric's status while it is not ready, else the engine's peers (links heard from). */
+function linkStatus(fabric: StreamStatus, provider: string, peers: number, idle: string): StreamStatus {
+  if (fabric.state !== 'ready') return fabric;
+  if (peers === 0) return { state: 'connecting', peers: 0, text: idle };
+  return { state: 'ready', peers, text: `${provider}: ${plural(peers, 'peer')}, exactly-once` };
+}
+
+/** rdma out in exactly-once mode. Throws FabricError when the provider cannot be opened. */
+export function openReliableFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers, opts: ReliableFabricOptions = {}): FabricStream {
+  const where = `${cfg.host}:${cfg.port}`;
+  const chunkBytes = cfg.chunkBytes ?? DEFAULT_CHUNK_BYTES;
+  let closed = false;
+  let fabricStatus: StreamStatus = { state: 'connecting', peers: 0, text: 'starting' };
+  // Assigned right after the fabric opens; the fabric calls back only from later turns of the loop.
+  let engine: DeliveryEngine | undefined;
+  const fabric = openFabricOut(
+    { ...cfg, links: { control: (key, name, frames) => engine?.receive(key, Buffer.from(name, 'latin1'), frames) } },
+    {
+      message: () => undefined,
+      status: (s) => {
+        fabricStatus = s;
+        report();
+      },
+      problem: (e) => handlers.problem(e),
+    },
+  );
+  // A function declaration: the fabric reports its status while it opens, before `fabric` is set.
+  function report(): void {
+    if (!closed && engine) handlers.status(linkStatus(fabricStatus, fabric.providerName, engine.peers, `${fabric.providerName}: waiting for receivers on ${where}`));
+  }
+  const queuedBeats = new Map<string, number>();
+  engine = new DeliveryEngine(
+    {
+      windowFrames: cfg.highWater,
+      windowBytes: WINDOW_BYTES,
+      beatMs: BEAT_MS,
+      deadMs: opts.deadMs ?? cfg.noPeerMs ?? 5000,
+      addressed: false,
+      count: countOf(cfg.format),
+    },
+    {
+      send(key, frames, control) {
+        if (!control) return fabric.sendLink!(key, frames);
+        const n = queuedBeats.get(key) ?? 0;
+        if (n >= MAX_QUEUED_BEATS) return Promise.resolve();
+        queuedBeats.set(key, n + 1);
+        return fabric.sendLink!(key, frames).finally(() => {
+          const left = (queuedBeats.get(key) ?? 1) - 1;
+          if (left > 0) queuedBeats.set(key, left);
+          else queuedBeats.delete(key);
+        });
+      },
+      deliver(link: Link, _frames, skip, count, done) {
+        // Receivers send acknowledgements, not data: a frame set of data here is not from an efa in.
+        handlers.problem(new StreamError('EPROTO', `receiver ${link.id.toString('latin1')} sent data to rdma out on ${where}; dropped`));
+        if (done) for (let i = skip; i < count; i++) done(i);
+      },
+      problem: (e) => handlers.problem(e),
+      peers: () => report(),
+    },
+  );
+  const live = engine;
+  const sender = new Sender(
+    {
+      format: cfg.format,
+      batch: cfg.batch && cfg.format === 'spawn',
+      // As the at-most-once stream batches (a chunk's worth), less the delivery header and its
+      // place in the chunk's preamble, so a batch still travels as one chunk.
+      batchBytes: chunkBytes - CHUNK_HEADER - 8 - 4 - HEADER_BYTES,
+      detachBytes: Math.max(DETACH_BYTES, Math.floor(chunkBytes / 2)),
+      maxMessageSize: cfg.maxMessageSize,
+      highWater: cfg.highWater,
+      queueLimit: cfg.queueLimit,
+      envelope: false,
+    },
+    (frames) => live.transmit(frames),
+    { backpressure: (on, queued) => handlers.backpressure?.(on, queued) },
+  );
+  const stopWatch = watchForNoPeer({
+    ms: cfg.noPeerMs,
+    where,
+    connected: () => live.peers > 0,
+    quiet: () => closed || fabricStatus.state === 'error',
+    waiting: () => sender.pending > 0 || live.inFlight > 0,
+    pending: () => sender.pending + live.inFlight,
+    problem: (e) => handlers.problem(e),
+  });
+  report();
+
+  return {
+    send: (payload, key, meta, cb) => sender.send(payload, key, meta, cb),
+    get peers() {
+      return live.peers;
+    },
+    providerName: fabric.providerName,
+    stats: () => ({ sentMessages: sender.sentMessages, sentBytes: sender.sentBytes, receivedMessages: 0, receivedBytes: 0, queued: sender.pending + live.inFlight }),
+    async close(lingerMs) {
+      const t0 = Date.now();
+      const drained = await sender.drain(lingerMs);
+      if (drained) await live.settle(Math.max(0, lingerMs - (Date.now() - t0)));
+      const undelivered = (drained ? 0 : sender.close(`the node closed before this message could be sent to a receiver on ${where}`)) + live.close();
+      closed = true;
+      stopWatch();
+      // Everything acknowledged or given up: what the fabric still holds is heartbeats at most.
+      await fabric.close(Math.min(200, Math.max(0, lingerMs - (Date.now() - t0))));
+      return undelivered;
+    },
+  };
+}
+
+/** efa in in exactly-once mode. Throws FabricError when the provider cannot be opened. */
+export function openReliableFabricIn(cfg: FabricInConfig, handlers: ReliableFabricHandlers, opts: ReliableFabricOptions = {}): FabricStream {
+  const where = cfg.connect.map((t) => `${t.host}:${t.port}`).join(', ');
+  let closed = false;
+  let receivedMessages = 0;
+  let receivedBytes = 0;
+  let fabricStatus: StreamStatus = { state: 'connecting', peers: 0, text: 'starting' };
+  let engine: DeliveryEngine | undefined;
+  const fabric = openFabricIn(
+    {
+      ...cfg,
+      links: {
+        frames: (key, frames) => engine?.receive(key, Buffer.from(key, 'latin1'), frames),
+        readable: () => !engine || engine.canReceive(),
+        whenReadable: () => engine?.whenCanReceive() ?? Promise.resolve(),
+      },
+    },
+    {
+      message: () => undefined,
+      status: (s) => {
+        fabricStatus = s;
+        report();
+      },
+      problem: (e) => handlers.problem(e),
+    },
+  );
+  function report(): void {
+    if (!closed && engine) handlers.status(linkStatus(fabricStatus, fabric.providerName, engine.peers, `${fabric.providerName}: connecting to ${where}`));
+  }
+  const decodeOpts = { format: cfg.format, envelope: 0 as const, optionalEnvelope: false, maxMessageSize: cfg.maxMessageSize };
+  engine = new DeliveryEngine(
+    {
+      // The efa in sends nothing but control frames: its window is never used.
+      windowFrames: 1,
+      windowBytes: WINDOW_BYTES,
+      beatMs: BEAT_MS,
+      deadMs: opts.deadMs ?? 5000,
+      addressed: false,
+      ackOnDone: handlers.acknowledges === true,
+      maxUndone: { messages: opts.maxUndone ?? 16_384, bytes: 16 * 1024 * 1024 },
+      count: countOf(cfg.format),
+    },
+    {
+      send: (key, frames) => fabric.sendLink!(key, frames),
+      deliver(link: Link, frames, skip, count, done) {
+        const from = link.id.toString('latin1');
+        let got;
+        try {
+          got = decodeReceived(frames, decodeOpts);
+        } catch (e) {
+          handlers.problem(new StreamError('EBADFRAME', `dropped a malformed message from rdma out at ${from}: ${errorText(e)}`));
+          if (done) for (let i = skip; i < count; i++) done(i);
+          return;
+        }
+        receivedBytes += got.bytes;
+        for (let i = skip; i < got.messages.length; i++) {
+          const m = got.messages[i];
+          receivedMessages++;
+          if (m.refused) {
+            handlers.problem(new StreamError('EMSGSIZE', `refused a message from rdma out at ${from}: ${m.refused}`));
+            done?.(i);
+          } else if (done) handlers.message(m, () => done(i));
+          else handlers.message(m);
+        }
+        // A header that counts more messages than the frame set holds: the rest are done, or the
+        // acknowledgements would stop there for good.
+        if (done) for (let i = Math.max(skip, got.messages.length); i < count; i++) done(i);
+      },
+      problem: (e) => handlers.problem(e),
+      peers: () => report(),
+    },
+  );
+  const live = engine;
+  for (const t of cfg.connect) live.addLink(`${t.host}:${t.port}`, Buffer.from(`${t.host}:${t.port}`, 'latin1'));
+  report();
+
+  return {
+    send: (_p, _k, _m, cb) => cb(new StreamError('ESEND', 'efa in only receives')),
+    get peers() {
+      return live.peers;
+    },
+    providerName: fabric.providerName,
+    stats: () => ({ sentMessages: 0, sentBytes: 0, receivedMessages, receivedBytes, queued: 0 }),
+    async close(lingerMs) {
+      live.close();
+      closed = true;
+      // Acknowledgements the engine scheduled go out before the side channels close.
+      await new Promise<void>((r) => setImmediate(r));
+      return fabric.close(lingerMs);
+    },
+  };
+}
