@@ -119,6 +119,8 @@ export class QuicConn {
   readonly recvInfo: { from: HostPort; to: HostPort };
   /** The peer closed its side of the stream (never expected: the stream lives as long as the connection). */
   private finished = false;
+  /** Not reading the stream: quiche's flow control then holds the peer back (an exactly-once receiver that is behind). */
+  private paused = false;
 
   constructor(
     readonly endpoint: QuicEndpoint,
@@ -136,6 +138,17 @@ export class QuicConn {
     this.out.push(buf);
     this.queuedBytes += buf.length;
     if (this.queuedBytes > this.drainMark) this.wantDrain = true;
+    this.endpoint.touch(this);
+  }
+
+  /** Stop reading the stream until resume(); writes and the connection go on. */
+  pause(): void {
+    this.paused = true;
+  }
+
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
     this.endpoint.touch(this);
   }
 
@@ -203,6 +216,7 @@ export class QuicConn {
     let budget = READ_BUDGET;
     for (const id of this.q.readable()) {
       for (;;) {
+        if (this.paused) return false;
         const slab = this.endpoint.recvSlab(65536);
         let r: [number, boolean] | null;
         try {

@@ -81,10 +81,6 @@ export function registerPatternNode(RED: NodeAPI, pattern: Pattern): void {
       }
       const cfg = streamConfig(pattern, def, fromSource, process.env, RED.settings.userDir as string | undefined);
       const transport = transportOption(def.transport);
-      if (cfg.delivery === 'exactly-once' && transport !== 'tcp') {
-        // The delivery engine (native/delivery) has ZeroMQ links only so far.
-        throw new ConfigError(`delivery "exactly-once" runs over transport "tcp" only for now, not "${transport}"`);
-      }
       // Exactly-once receivers acknowledge when the wired nodes are done (./completion.ts).
       const completion = cfg.delivery === 'exactly-once' && RECEIVES[pattern] ? trackCompletion(RED, node, (def as { wires?: unknown }).wires) : undefined;
       stopCompletion = () => completion?.stop();
