@@ -64,6 +64,9 @@ export function openReliableQuicStream(cfg: QuicStreamConfig, handlers: ZmqStrea
         if (!conn || conn.closed) return Promise.reject(new Error(`no connection for link ${key}`));
         if (control && conn.queuedBytes > CONTROL_SKIP_BYTES) return Promise.resolve();
         for (const b of encodeData(frames)) conn.write(b);
+        // Acknowledgements leave at once: Node-RED delivers in long turns of the event loop, and an
+        // acknowledgement still queued when the process dies makes its messages come again.
+        if (control) conn.sendNow();
         return Promise.resolve();
       },
       deliver(link: Link, frames, skip, count, done) {

@@ -141,6 +141,15 @@ export class QuicConn {
     this.endpoint.touch(this);
   }
 
+  /**
+   * Send what is queued now rather than at the end of this turn of the event loop: a short message
+   * that must not wait behind a long turn (an acknowledgement, which a process killed during that
+   * turn would otherwise take along).
+   */
+  sendNow(): void {
+    if (!this.closed) this.endpoint.sendNow(this);
+  }
+
   /** Stop reading the stream until resume(); writes and the connection go on. */
   pause(): void {
     this.paused = true;
@@ -498,6 +507,18 @@ export class QuicEndpoint {
     }
     conn.arm(now);
     if (again) this.touch(conn);
+  }
+
+  /** @internal See QuicConn.sendNow. */
+  sendNow(conn: QuicConn): void {
+    if (this.closed) return;
+    try {
+      conn.pushOut();
+      if (this.flush(conn)) this.touch(conn);
+      conn.arm(Date.now());
+    } catch {
+      this.touch(conn);
+    }
   }
 
   /** Send what quiche has for `conn`, up to QUANTA_PER_TURN send quanta; true when more is left for next turn. */
