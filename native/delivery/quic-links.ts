@@ -134,13 +134,14 @@ export function openReliableQuicStream(cfg: QuicStreamConfig, handlers: ZmqStrea
     },
     frames(key, frames) {
       heard.set(key, Date.now());
-      engine.receive(key, ids.get(key)!, frames);
+      engine.receive(key, ids.get(key) ?? Buffer.from(key, 'latin1'), frames);
       holdBack();
     },
     down(key, conn) {
       if (conns.get(key) !== conn) return;
       conns.delete(key);
       heard.delete(key);
+      ids.delete(key);
     },
     get inFlight() {
       return engine.inFlight;
