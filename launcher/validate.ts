@@ -215,9 +215,6 @@ export function flowProblems(view: FlowView): Problem[] {
       if (link.node && m.output.node && tIn !== tOut) {
         add(where, 'transport', `uses transport ${tIn} but reads from stage "${sourceId}" whose ${m.output.label} uses ${tOut}: both ends of a stream need the same transport (tcp, quic, or auto on both)`);
       }
-      if (link.node && tIn !== 'tcp' && setting(link.node.delivery, 'at-most-once') === 'exactly-once') {
-        add(where, 'delivery', `is exactly-once over transport ${tIn}: exactly-once runs over transport tcp only for now`);
-      }
       if (link.node && source.command && link.format !== 'raw') {
         add(where, 'format', `reads from external program "${sourceId}": set Format to raw`);
       }
@@ -225,7 +222,7 @@ export function flowProblems(view: FlowView): Problem[] {
         add(linkWhere(view, m.output, source), 'format', `is read by external program "${stage!.stageId}": set Format to raw`);
       }
       // Exactly-once and CurveZMQ change the sockets underneath: both ends must agree, or the
-      // ZeroMQ handshake fails at run time.
+      // ZeroMQ handshake fails at run time (over QUIC, the greeting refuses the other delivery mode).
       if (link.node && m.output.node) {
         for (const [field, fallback] of [['delivery', 'at-most-once'], ['encryption', 'none']] as const) {
           const mine = setting(link.node[field], fallback);

@@ -246,9 +246,12 @@ describe('validate: both ends of a stream agree on delivery and encryption', fun
     assert.match(out[0], /efa in "from producer".*delivery: is at-most-once but reads from rdma out push1 of stage "producer", which is exactly-once: both ends of a stream must match/);
   });
 
-  it('refuses exactly-once over QUIC (the delivery engine has ZeroMQ links only)', function () {
-    const out = says(flow({ delivery: 'exactly-once', transport: 'quic' }, { delivery: 'exactly-once', transport: 'quic' }));
-    assert.deepEqual(out.length, 1, out.join('\n'));
-    assert.match(out[0], /pull "from producer".*delivery.*is exactly-once over transport quic: exactly-once runs over transport tcp only for now/);
+  it('accepts exactly-once over QUIC and auto, and names a QUIC end that differs', function () {
+    for (const transport of ['quic', 'auto']) {
+      assert.deepEqual(says(flow({ delivery: 'exactly-once', transport }, { delivery: 'exactly-once', transport })), []);
+    }
+    const out = says(flow({ delivery: 'exactly-once', transport: 'quic' }, { transport: 'quic' }));
+    assert.equal(out.length, 1, out.join('\n'));
+    assert.match(out[0], /pull "from producer".*delivery.*is at-most-once but reads from push.*which is exactly-once/);
   });
 });

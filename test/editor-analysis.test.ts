@@ -34,6 +34,22 @@ describe('editor analysis (the spawn sidebar)', function () {
     assert.deepEqual(a.graph.edges, [{ from: 'workers', to: 'clients', protocol: 'zmq', pattern: 'router/dealer', port: 5557 }]);
   });
 
+  it('offers exactly-once over QUIC and auto; a QUIC end in the other mode is named', function () {
+    const flow = (transport: string, pullDelivery: string) => [
+      tab('a', 'producer'),
+      stage('a'),
+      node('push1', 'push', 'a', { port: 6000, delivery: 'exactly-once', transport }),
+      tab('b', 'consumer'),
+      stage('b'),
+      node('pull1', 'pull', 'b', { sourceStage: 'producer', delivery: pullDelivery, transport }),
+    ];
+    for (const transport of ['quic', 'auto']) assert.deepEqual(analyseFlow(flow(transport, 'exactly-once'), '/x/flows.json').problems, [], transport);
+    const mismatch = analyseFlow(flow('quic', 'at-most-once'), '/x/flows.json').problems;
+    assert.equal(mismatch.length, 1);
+    assert.equal(mismatch[0].nodeId, 'pull1');
+    assert.match(mismatch[0].text, /delivery: is at-most-once but reads from push .*which is exactly-once/);
+  });
+
   it('names the node or tab of each problem, with the text the CLI prints', function () {
     const flow: N[] = [
       tab('a', 'producer'),

@@ -119,6 +119,8 @@ export class QuicConn {
   readonly recvInfo: { from: HostPort; to: HostPort };
   /** The peer closed its side of the stream (never expected: the stream lives as long as the connection). */
   private finished = false;
+  /** Not reading the stream: quiche's flow control then holds the peer back (an exactly-once receiver that is behind). */
+  private paused = false;
 
   constructor(
     readonly endpoint: QuicEndpoint,
@@ -136,6 +138,26 @@ export class QuicConn {
     this.out.push(buf);
     this.queuedBytes += buf.length;
     if (this.queuedBytes > this.drainMark) this.wantDrain = true;
+    this.endpoint.touch(this);
+  }
+
+  /**
+   * Send what is queued now rather than at the end of this turn of the event loop: a short message
+   * that must not wait behind a long turn (an acknowledgement, which a process killed during that
+   * turn would otherwise take along).
+   */
+  sendNow(): void {
+    if (!this.closed) this.endpoint.sendNow(this);
+  }
+
+  /** Stop reading the stream until resume(); writes and the connection go on. */
+  pause(): void {
+    this.paused = true;
+  }
+
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
     this.endpoint.touch(this);
   }
 
@@ -203,6 +225,7 @@ export class QuicConn {
     let budget = READ_BUDGET;
     for (const id of this.q.readable()) {
       for (;;) {
+        if (this.paused) return false;
         const slab = this.endpoint.recvSlab(65536);
         let r: [number, boolean] | null;
         try {
@@ -484,6 +507,18 @@ export class QuicEndpoint {
     }
     conn.arm(now);
     if (again) this.touch(conn);
+  }
+
+  /** @internal See QuicConn.sendNow. */
+  sendNow(conn: QuicConn): void {
+    if (this.closed) return;
+    try {
+      conn.pushOut();
+      if (this.flush(conn)) this.touch(conn);
+      conn.arm(Date.now());
+    } catch {
+      this.touch(conn);
+    }
   }
 
   /** Send what quiche has for `conn`, up to QUANTA_PER_TURN send quanta; true when more is left for next turn. */

@@ -29,6 +29,28 @@ export interface QuicStreamConfig extends ZmqStreamConfig {
   earlyData?: boolean;
   /** Milliseconds of silence after which a connection is given up (default 30000). */
   idleTimeoutMs?: number;
+  /** Exactly-once mode: the link layer of the delivery engine (native/delivery/quic-links.ts). */
+  links?: QuicLinkLayer;
+}
+
+/**
+ * What exactly-once mode plugs into the stream. The stream still binds, dials, verifies and
+ * greets; the link layer sends every frame set (engine.transmit) and takes every data record of a
+ * greeted peer, in every pattern (acknowledgements come back to a push as data records).
+ */
+export interface QuicLinkLayer {
+  transmit(frames: Buffer[]): Promise<void>;
+  /**
+   * A peer greeted. `key` names the link and stays the same when the same peer process reconnects;
+   * `id` is what the application sees (a router's msg.identity).
+   */
+  up(key: string, id: Buffer, conn: QuicConn): void;
+  frames(key: string, frames: Buffer[]): void;
+  down(key: string, conn: QuicConn): void;
+  /** Messages sent and not yet acknowledged. */
+  readonly inFlight: number;
+  /** After the Sender drained (or not): wait for acknowledgements, then stop; resolves with the messages left unacknowledged. */
+  finish(drained: boolean, ms: number): Promise<number>;
 }
 
 const PARTNER: Record<Pattern, Pattern> = { push: 'pull', pull: 'push', pub: 'sub', sub: 'pub', router: 'dealer', dealer: 'router' };
@@ -46,6 +68,9 @@ interface Peer {
   identity?: Buffer;
   /** Subscription prefixes of a sub peer (pub side). */
   subs: Buffer[];
+  /** Exactly-once: the delivery link this connection carries, and the peer's link id (server side). */
+  link?: string;
+  linkId?: string;
 }
 
 interface Target {
@@ -56,12 +81,18 @@ interface Target {
   session?: Buffer;
   peer?: Peer;
   retry?: NodeJS.Timeout;
+  /** Exactly-once: names this side of the link to the server, the same on every reconnection. */
+  linkId: string;
 }
 
 /** What the sides say first: who they are. */
 interface Hello {
   pattern: Pattern;
   identity?: string; // hex
+  /** Absent: at-most-once. Both ends of a connection must use the same delivery mode. */
+  delivery?: string;
+  /** Exactly-once, connecting side: its link id (hex), stable across reconnections of this process. */
+  link?: string;
 }
 
 export interface QuicStream extends ZmqStream {
@@ -106,7 +137,7 @@ export function openQuicStream(cfg: QuicStreamConfig, handlers: ZmqStreamHandler
   }
   for (const text of cfg.connect) {
     try {
-      targets.push(parse(text, 'connect'));
+      targets.push({ ...parse(text, 'connect'), linkId: randomIdentity() + randomIdentity() });
     } catch (e) {
       lastError = errorText(e);
       queueMicrotask(() => handlers.problem(e as StreamError));
@@ -133,7 +164,7 @@ export function openQuicStream(cfg: QuicStreamConfig, handlers: ZmqStreamHandler
       };
     } else {
       const skipped = pubSkipped > 0 ? `, ${pubSkipped} skipped for slow subs` : '';
-      status = { state: 'ready', peers: n, text: `quic: ${n} peer${n === 1 ? '' : 's'}${skipped}` };
+      status = { state: 'ready', peers: n, text: `quic: ${n} peer${n === 1 ? '' : 's'}${skipped}${cfg.links ? ', exactly-once' : ''}` };
     }
     handlers.status(status);
   };
@@ -200,7 +231,7 @@ export function openQuicStream(cfg: QuicStreamConfig, handlers: ZmqStreamHandler
     }
   }
 
-  const sender = streamSender(cfg, ENVELOPE[cfg.pattern], transmit, (on, queued) => handlers.backpressure?.(on, queued));
+  const sender = streamSender(cfg, ENVELOPE[cfg.pattern], cfg.links ? (f) => cfg.links!.transmit(f) : transmit, (on, queued) => handlers.backpressure?.(on, queued));
 
   const receiveOpts = {
     format: cfg.format,
@@ -209,13 +240,18 @@ export function openQuicStream(cfg: QuicStreamConfig, handlers: ZmqStreamHandler
     maxMessageSize: cfg.maxMessageSize,
   };
 
-  const hello = (): Buffer => {
-    const h: Hello = { pattern: cfg.pattern, ...(identity ? { identity: identity.toString('hex') } : {}) };
+  const delivery = cfg.links ? 'exactly-once' : 'at-most-once';
+  const hello = (link?: string): Buffer => {
+    const h: Hello = {
+      pattern: cfg.pattern,
+      ...(identity ? { identity: identity.toString('hex') } : {}),
+      ...(cfg.links ? { delivery, ...(link ? { link } : {}) } : {}),
+    };
     return encodeRecord(Kind.Hello, Buffer.from(JSON.stringify(h)));
   };
 
-  const greet = (peer: Peer) => {
-    peer.conn.write(hello());
+  const greet = (peer: Peer, link?: string) => {
+    peer.conn.write(hello(link));
     if (cfg.pattern === 'sub') {
       const topics = cfg.topics && cfg.topics.length > 0 ? cfg.topics : [''];
       for (const t of topics) peer.conn.write(encodeRecord(Kind.Subscribe, Buffer.from(t, 'utf8')));
@@ -237,17 +273,30 @@ export function openQuicStream(cfg: QuicStreamConfig, handlers: ZmqStreamHandler
     if (h.pattern !== PARTNER[cfg.pattern]) {
       return refuse(peer, 'EPROTO', `a QUIC ${h.pattern} on ${peer.where} connected to this ${cfg.pattern}: a ${cfg.pattern} talks to a ${PARTNER[cfg.pattern]}; connection dropped`);
     }
+    if ((h.delivery ?? 'at-most-once') !== delivery) {
+      return refuse(peer, 'EPROTO', `a QUIC ${h.pattern} on ${peer.where} uses delivery ${h.delivery ?? 'at-most-once'}, this ${cfg.pattern} ${delivery}: both ends must use the same delivery mode; connection dropped`);
+    }
+    if (cfg.links && peer.conn.isServer) {
+      // The link is the peer process's (its link id), or the dealer's identity: a reconnection
+      // continues it, and the connection it replaces (still open here, the peer gave up on it) goes.
+      peer.linkId = h.link ?? randomIdentity();
+      peer.link = cfg.pattern === 'router' ? `r:${h.identity ?? peer.linkId}` : `r:${peer.linkId}`;
+      for (const other of peers) {
+        if (other !== peer && other.linkId === peer.linkId && !other.conn.closed) other.conn.close('replaced by a new connection from the same peer');
+      }
+    }
     if (cfg.pattern === 'router') {
       peer.identity = h.identity ? Buffer.from(h.identity, 'hex') : Buffer.from(randomIdentity(), 'hex');
       const id = peer.identity.toString('latin1');
       const other = byIdentity.get(id);
-      if (other && other !== peer && !other.conn.closed) {
+      if (other && other !== peer && !other.conn.closed && !(cfg.links && other.linkId === peer.linkId)) {
         return refuse(peer, 'EPROTO', `a dealer on ${peer.where} uses identity ${describeKey(peer.identity)}, which another connected dealer already has; connection dropped`);
       }
       byIdentity.set(id, peer);
     }
     if (peer.conn.isServer) greet(peer);
     peer.ready = true;
+    if (cfg.links) cfg.links.up(peer.link!, peer.identity ?? Buffer.from(peer.link!, 'latin1'), peer.conn);
     if (lastError && lastError.startsWith('TLS')) lastError = undefined;
     report();
     notify();
@@ -264,6 +313,16 @@ export function openQuicStream(cfg: QuicStreamConfig, handlers: ZmqStreamHandler
         peer.conn.close();
         return;
       case Kind.Data: {
+        if (cfg.links && peer.ready) {
+          let frames;
+          try {
+            frames = decodeData(body);
+          } catch (e) {
+            handlers.problem(new StreamError('EBADFRAME', `dropped a malformed message from a peer of ${where}: ${errorText(e)}`));
+            return;
+          }
+          return cfg.links.frames(peer.link!, frames);
+        }
         if (!peer.ready || !RECEIVES[cfg.pattern]) return refuse(peer, 'EPROTO', `a peer on ${peer.where} sent data out of turn; connection dropped`);
         let got;
         try {
@@ -316,6 +375,7 @@ export function openQuicStream(cfg: QuicStreamConfig, handlers: ZmqStreamHandler
         if (conn.sawEarlyData) earlyData++;
         peers.delete(peer);
         if (peer.identity && byIdentity.get(peer.identity.toString('latin1')) === peer) byIdentity.delete(peer.identity.toString('latin1'));
+        if (cfg.links && peer.link && peer.ready) cfg.links.down(peer.link, conn);
         if (reason && reason.startsWith('TLS') && !closed) {
           lastError = `${reason} (${peer.where})`;
           handlers.problem(new StreamError('ETLS', `${peer.where}: ${reason}`));
@@ -334,8 +394,8 @@ export function openQuicStream(cfg: QuicStreamConfig, handlers: ZmqStreamHandler
     where,
     connected: () => readyCount() > 0,
     quiet: () => closed || !bound,
-    waiting: () => (SENDS[cfg.pattern] && cfg.pattern !== 'pub' ? sender.pending > 0 : targets.length > 0),
-    pending: () => sender.pending,
+    waiting: () => (SENDS[cfg.pattern] && cfg.pattern !== 'pub' ? sender.pending + (cfg.links?.inFlight ?? 0) > 0 : targets.length > 0),
+    pending: () => sender.pending + (cfg.links?.inFlight ?? 0),
     problem: (e) => handlers.problem(e),
   });
 
@@ -401,8 +461,9 @@ export function openQuicStream(cfg: QuicStreamConfig, handlers: ZmqStreamHandler
         if (!closed) t.retry = setTimeout(() => void dial(t), cfg.reconnectMs);
       });
       t.peer = peer;
+      peer.link = `c:${t.text}`;
       // Sent at once: on a resumed session this goes out as 0-RTT early data.
-      greet(peer);
+      greet(peer, t.linkId);
     } catch (e) {
       if (closed) return;
       lastError = `cannot connect to ${t.text}: ${errorText(e)}`;
@@ -455,16 +516,17 @@ export function openQuicStream(cfg: QuicStreamConfig, handlers: ZmqStreamHandler
       sentBytes: sender.sentBytes,
       receivedMessages,
       receivedBytes,
-      queued: sender.pending,
+      queued: sender.pending + (cfg.links?.inFlight ?? 0),
     }),
     async close(lingerMs) {
       const t0 = Date.now();
       const drained = await sender.drain(lingerMs);
+      const unacknowledged = cfg.links ? await cfg.links.finish(drained, Math.max(0, lingerMs - (Date.now() - t0))) : 0;
       closed = true;
       notify();
       stopWatch();
       for (const t of targets) if (t.retry) clearTimeout(t.retry);
-      const undelivered = drained ? 0 : sender.pending;
+      const undelivered = (drained ? 0 : sender.pending) + unacknowledged;
       if (!drained) sender.close(`the node closed before this message could be sent to ${where}`);
       await started.catch(() => undefined);
       if (SENDS[cfg.pattern] && drained) {
@@ -474,6 +536,8 @@ export function openQuicStream(cfg: QuicStreamConfig, handlers: ZmqStreamHandler
         const until = Date.now() + left;
         while ([...peers].some((p) => p.ready && !p.conn.closed) && Date.now() < until) await sleep(10);
       }
+      // Exactly-once: acknowledgements still owed leave before the connections close.
+      if (cfg.links) for (let i = 0; i < 20 && [...peers].some((p) => !p.conn.closed && p.conn.queuedBytes > 0); i++) await sleep(10);
       await Promise.all(allEndpoints().map((ep) => ep.close(`${cfg.pattern} closed`)));
       return undelivered;
     },

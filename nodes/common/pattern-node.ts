@@ -92,10 +92,6 @@ export function registerPatternNode(RED: NodeAPI, pattern: Pattern): void {
       }
       const cfg = streamConfig(pattern, def, fromSource, process.env, RED.settings.userDir as string | undefined);
       const transport = transportOption(def.transport);
-      if (cfg.delivery === 'exactly-once' && transport !== 'tcp') {
-        // The delivery engine (native/delivery) has ZeroMQ links only so far.
-        throw new ConfigError(`delivery "exactly-once" runs over transport "tcp" only for now, not "${transport}"`);
-      }
       // Exactly-once receivers remember what they finished across a crash (./delivery-state.ts; first:
       // a folder that cannot be written stops the node before anything is set up)...
       const watermarks = cfg.delivery === 'exactly-once' && RECEIVES[pattern] ? openWatermarks(node, RED.settings.userDir as string | undefined) : undefined;

@@ -32,6 +32,8 @@ export interface LossyRelay {
   forwarded: number;
   dropped: number;
   delayed: number;
+  /** Drop every datagram, both ways, for `ms`: the connection breaks (both sides hear nothing). */
+  blackout(ms: number): void;
   close(): Promise<void>;
 }
 
@@ -53,11 +55,13 @@ export function startLossyRelay(serverPort: number, opts: { drop: number; delay:
   const sock = dgram.createSocket({ type: 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
   const timers = new Set<NodeJS.Timeout>();
   let client: { port: number; address: string } | undefined;
+  let darkUntil = 0;
   const relay: LossyRelay = {
     port: 0,
     forwarded: 0,
     dropped: 0,
     delayed: 0,
+    blackout: (ms) => void (darkUntil = Date.now() + ms),
     close: () =>
       new Promise<void>((r) => {
         for (const t of timers) clearTimeout(t);
@@ -69,6 +73,10 @@ export function startLossyRelay(serverPort: number, opts: { drop: number; delay:
     if (!fromServer) client = { port: rinfo.port, address: rinfo.address };
     const to = fromServer ? client : { port: serverPort, address: '127.0.0.1' };
     if (!to) return;
+    if (Date.now() < darkUntil) {
+      relay.dropped++;
+      return;
+    }
     const r = random();
     if (r < opts.drop) {
       relay.dropped++;

@@ -1,0 +1,163 @@
+import { errorText, StreamError } from '../errors';
+import type { QuicConn } from '../quic/engine';
+import { encodeData } from '../quic/framing';
+import { openQuicStream, QuicLinkLayer, QuicStream, QuicStreamConfig } from '../quic/stream';
+import { decodeReceived } from '../receiver';
+import type { ZmqStreamHandlers } from '../zmq';
+import { DeliveryEngine, Link } from './engine';
+
+/**
+ * Exactly-once delivery over QUIC: the delivery engine (./engine.ts) on the connections of a QUIC
+ * stream (native/quic/stream.ts), which still binds, dials, verifies certificates and greets.
+ *
+ * Every connection carries one link both ways, whatever the pattern: frame sets with their delivery
+ * header go as DATA records, and acknowledgements and heartbeats come back the same way, so a push
+ * reads its connections too. A link is named so that it outlives its connection: on the connecting
+ * side by the endpoint, on the binding side by the link id the peer process says in its greeting
+ * (a router: the dealer's identity). A connection that breaks and is dialled again therefore
+ * continues the same link, and the engine resends what the receiver did not get; a peer process
+ * that restarted is a new link, and the old one fails over to it once it is silent for the peer
+ * timeout.
+ *
+ * QUIC gives no sign when a peer vanishes (a SIGKILLed process sends no CONNECTION_CLOSE, and the
+ * idle timeout is 30 s), so the heartbeats decide: a connection that brought nothing for the peer
+ * timeout is closed here, and the connecting side dials again at once.
+ *
+ * An exactly-once receiver that is behind (DeliveryOptions.maxUndone) stops reading its
+ * connections: QUIC flow control then holds the senders back, as the window does.
+ */
+
+/** Bytes in flight per stream, as over ZeroMQ: 256 messages of 64 KiB. */
+const WINDOW_BYTES = 16 * 1024 * 1024;
+const BEAT_MS = 200;
+/** A connection with this much unsent skips heartbeats and acknowledgements (later ones follow). */
+const CONTROL_SKIP_BYTES = 4 * 1024 * 1024;
+
+export function openReliableQuicStream(cfg: QuicStreamConfig, handlers: ZmqStreamHandlers): QuicStream {
+  const pattern = cfg.pattern;
+  const format = cfg.format;
+  const where = [...cfg.bind, ...cfg.connect].join(', ') || '(no endpoint)';
+  const deadMs = cfg.noPeerMs ?? 5000;
+  /** The connection each link is on now, the id the application sees, and when it last brought anything. */
+  const conns = new Map<string, QuicConn>();
+  const ids = new Map<string, Buffer>();
+  const heard = new Map<string, number>();
+  let paused = false;
+  let stopped = false;
+  let receivedMessages = 0;
+  let receivedBytes = 0;
+
+  const engine: DeliveryEngine = new DeliveryEngine(
+    {
+      windowFrames: cfg.highWater,
+      windowBytes: WINDOW_BYTES,
+      beatMs: BEAT_MS,
+      deadMs,
+      addressed: pattern === 'router',
+      ackOnDone: handlers.acknowledges === true,
+      maxUndone: pattern === 'pull' ? { messages: Math.min(cfg.queueLimit / 4, 16_384), bytes: 16 * 1024 * 1024 } : undefined,
+      count: (frames) => (format === 'raw' ? 1 : frames[0].readUInt32LE(4)),
+    },
+    {
+      send(key, frames, control) {
+        const conn = conns.get(key);
+        if (!conn || conn.closed) return Promise.reject(new Error(`no connection for link ${key}`));
+        if (control && conn.queuedBytes > CONTROL_SKIP_BYTES) return Promise.resolve();
+        for (const b of encodeData(frames)) conn.write(b);
+        // Acknowledgements leave at once: Node-RED delivers in long turns of the event loop, and an
+        // acknowledgement still queued when the process dies makes its messages come again.
+        if (control) conn.sendNow();
+        return Promise.resolve();
+      },
+      deliver(link: Link, frames, skip, count, done) {
+        let got;
+        try {
+          got = decodeReceived(frames, { format, envelope: 0, optionalEnvelope: false, maxMessageSize: cfg.maxMessageSize });
+        } catch (e) {
+          handlers.problem(new StreamError('EBADFRAME', `dropped a malformed message from a peer of ${where}: ${errorText(e)}`));
+          if (done) for (let i = skip; i < count; i++) done(i);
+          return;
+        }
+        receivedBytes += got.bytes;
+        const key = pattern === 'router' ? link.id : undefined;
+        for (let i = skip; i < got.messages.length; i++) {
+          const m = got.messages[i];
+          receivedMessages++;
+          if (m.refused) {
+            handlers.problem(new StreamError('EMSGSIZE', `refused a message from a peer of ${where}: ${m.refused}`));
+            done?.(i);
+          } else if (done) handlers.message(m, key, () => done(i));
+          else handlers.message(m, key);
+        }
+      },
+      problem: (e) => handlers.problem(e),
+      // The QUIC stream reports its connections itself.
+      peers: () => undefined,
+    },
+  );
+
+  /** Behind: stop reading every connection until the application caught up. */
+  const holdBack = () => {
+    if (paused || engine.canReceive()) return;
+    paused = true;
+    for (const c of conns.values()) c.pause();
+    void engine.whenCanReceive().then(() => {
+      paused = false;
+      const now = Date.now();
+      // Silence while we did not read is ours, not the peer's.
+      for (const k of heard.keys()) heard.set(k, now);
+      for (const c of conns.values()) c.resume();
+    });
+  };
+
+  const watch = setInterval(() => {
+    if (paused || stopped) return;
+    const now = Date.now();
+    for (const [key, conn] of conns) {
+      const last = heard.get(key) ?? now;
+      if (now - last > deadMs) conn.close(`no heartbeat from the peer for ${now - last} ms`);
+    }
+  }, BEAT_MS);
+  watch.unref();
+
+  const links: QuicLinkLayer = {
+    transmit: (frames) => engine.transmit(frames),
+    up(key, id, conn) {
+      const old = conns.get(key);
+      if (old && old !== conn && !old.closed) old.close('replaced by a new connection on the same link');
+      conns.set(key, conn);
+      ids.set(key, Buffer.from(id));
+      heard.set(key, Date.now());
+      if (paused) conn.pause();
+      // The connecting side knows its link before hearing from it: it beats first.
+      if (key.startsWith('c:')) engine.addLink(key, Buffer.from(id));
+    },
+    frames(key, frames) {
+      heard.set(key, Date.now());
+      engine.receive(key, ids.get(key) ?? Buffer.from(key, 'latin1'), frames);
+      holdBack();
+    },
+    down(key, conn) {
+      if (conns.get(key) !== conn) return;
+      conns.delete(key);
+      heard.delete(key);
+      ids.delete(key);
+    },
+    get inFlight() {
+      return engine.inFlight;
+    },
+    async finish(drained, ms) {
+      if (drained) await engine.settle(ms);
+      stopped = true;
+      clearInterval(watch);
+      return engine.close();
+    },
+  };
+
+  const stream = openQuicStream({ ...cfg, links }, handlers);
+  // The stream counts what its at-most-once path decodes; here the engine delivers.
+  const stats = stream.stats.bind(stream);
+  return Object.assign(stream, {
+    stats: () => ({ ...stats(), receivedMessages, receivedBytes }),
+  });
+}
