@@ -6,7 +6,7 @@ import { watchForNoPeer } from '../peer-watch';
 import { decodeReceived } from '../receiver';
 import { DETACH_BYTES, Sender } from '../sender';
 import type { StreamStatus } from '../zmq';
-import { DeliveryEngine, Link } from './engine';
+import { DeliveryEngine, Link, WatermarkStore } from './engine';
 import { HEADER_BYTES } from './protocol';
 
 /**
@@ -54,6 +54,8 @@ export interface ReliableFabricOptions {
   deadMs?: number;
   /** efa in: messages delivered and not done above which it stops reading (default 16,384). */
   maxUndone?: number;
+  /** efa in: completed watermarks that outlive a crash (./watermarks.ts); none: in memory only. */
+  watermarks?: WatermarkStore;
 }
 
 const plural = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
@@ -212,6 +214,7 @@ export function openReliableFabricIn(cfg: FabricInConfig, handlers: ReliableFabr
       addressed: false,
       ackOnDone: handlers.acknowledges === true,
       maxUndone: { messages: opts.maxUndone ?? 16_384, bytes: 16 * 1024 * 1024 },
+      watermarks: opts.watermarks,
       count: countOf(cfg.format),
     },
     {

@@ -56,6 +56,7 @@ export function openReliableQuicStream(cfg: QuicStreamConfig, handlers: ZmqStrea
       addressed: pattern === 'router',
       ackOnDone: handlers.acknowledges === true,
       maxUndone: pattern === 'pull' ? { messages: Math.min(cfg.queueLimit / 4, 16_384), bytes: 16 * 1024 * 1024 } : undefined,
+      watermarks: cfg.watermarks,
       count: (frames) => (format === 'raw' ? 1 : frames[0].readUInt32LE(4)),
     },
     {

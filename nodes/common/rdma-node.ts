@@ -8,6 +8,7 @@ import { FabricStream, openFabricIn, openFabricOut } from '../../native/fabric/s
 import { openZmqStream, StreamStatus, ZmqStream } from '../../native/zmq';
 import { openReliableFabricIn, openReliableFabricOut } from '../../native/delivery/fabric-links';
 import { trackCompletion } from './completion';
+import { openWatermarks } from './delivery-state';
 import { ConfigError, lingerMs, PatternNodeDef, streamConfig } from './config';
 import { metaOf, nextMsgId } from './pattern-node';
 import { ProblemReporter } from './problems';
@@ -78,6 +79,7 @@ export function registerRdmaNode(RED: NodeAPI, side: RdmaSide): void {
     }
 
     let stopCompletion = () => undefined as void;
+    let stopWatermarks = () => undefined as void;
     // Set once the configuration is read: exactly-once receivers acknowledge when the wired nodes are done (./completion.ts).
     let completion: ReturnType<typeof trackCompletion>;
     const handlers = {
@@ -106,6 +108,10 @@ export function registerRdmaNode(RED: NodeAPI, side: RdmaSide): void {
       linger = lingerMs(def);
       const exactlyOnce = cfg.zmq.delivery === 'exactly-once';
       if (exactlyOnce && side === 'in') {
+        // What this receiver finished outlives a crash (./delivery-state.ts), over the fabric and the ZeroMQ fallback alike.
+        const watermarks = openWatermarks(node, RED.settings.userDir as string | undefined);
+        cfg.zmq.watermarks = watermarks;
+        stopWatermarks = () => watermarks?.close();
         completion = trackCompletion(RED, node, (def as { wires?: unknown }).wires);
         handlers.acknowledges = completion !== undefined;
         stopCompletion = () => completion?.stop();
@@ -118,7 +124,7 @@ export function registerRdmaNode(RED: NodeAPI, side: RdmaSide): void {
         }
         const inn = { ...common, connect: cfg.connect, reconnectMs: cfg.zmq.reconnectMs };
         return exactlyOnce
-          ? openReliableFabricIn(inn, { ...handlers, status }, { deadMs: cfg.zmq.noPeerMs, maxUndone: Math.min(cfg.zmq.queueLimit / 4, 16_384) })
+          ? openReliableFabricIn(inn, { ...handlers, status }, { deadMs: cfg.zmq.noPeerMs, maxUndone: Math.min(cfg.zmq.queueLimit / 4, 16_384), watermarks: cfg.zmq.watermarks })
           : openFabricIn(inn, { ...handlers, status });
       };
       if (cfg.provider !== 'auto') {
@@ -142,6 +148,7 @@ export function registerRdmaNode(RED: NodeAPI, side: RdmaSide): void {
       unregisterStats = registerStats(node.id, { pattern: kind, peers: () => live.peers, stats: () => live.stats() });
     } catch (e) {
       stopCompletion();
+      stopWatermarks();
       const text = e instanceof ConfigError || e instanceof StreamError || e instanceof FabricError ? e.message : String(e);
       node.status({ fill: 'red', shape: 'ring', text });
       node.error(e instanceof ConfigError ? `configuration: ${text}` : text);
@@ -170,6 +177,7 @@ export function registerRdmaNode(RED: NodeAPI, side: RdmaSide): void {
         .catch((e) => node.error(`close: ${String(e)}`))
         .finally(() => {
           stopCompletion();
+          stopWatermarks();
           unregisterStats();
           problems.stop();
           node.status({});
