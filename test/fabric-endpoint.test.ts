@@ -83,6 +83,16 @@ describe('fabric endpoint (libfabric through koffi)', function () {
     assert.strictEqual(r.code, 61);
   });
 
+  it("tcp: an endpoint given a local address (its side channel's, in a stream) has its fabric address there", async function () {
+    requireSystem(this, 'libfabric', hasLibfabric(), INSTALL);
+    const p = spawnPeer();
+    p.send({ role: 'open', provider: 'tcp', count: 0, size: 0, depth: 1 });
+    const addr = Buffer.from(String(ok(await p.next()).address), 'base64');
+    // struct sockaddr_in: family AF_INET (2), port, then the IPv4 address
+    assert.strictEqual(addr.readUInt16LE(0), 2, `an IPv4 address: ${addr.toString('hex')}`);
+    assert.deepStrictEqual([...addr.subarray(4, 8)], [127, 0, 0, 1]);
+  });
+
   for (const provider of ['tcp', 'shm'] as const) {
     it(`${provider}: 1,000 × 64 KiB between two processes arrive complete, in order, byte-identical`, async function () {
       requireSystem(this, 'libfabric', hasLibfabric(), INSTALL);

@@ -51,6 +51,12 @@ export interface EndpointOptions {
   depth?: number;
   /** Completion queue size. */
   cqSize?: number;
+  /**
+   * tcp provider: the local IP address to use. Without it the provider takes the host's first
+   * interface (or FI_TCP_IFACE), not the one the stream's side channel uses: a stream between
+   * two processes on 127.0.0.1 would cross eth0's address.
+   */
+  sourceHost?: string;
 }
 
 interface Pending {
@@ -116,7 +122,7 @@ export class Endpoint {
     this.iov = allocZero(MAX_IOV * IOVEC);
     if (provider === 'shm' || provider === 'efa') removeStaleShmRegions();
     try {
-      this.info = getinfo(provider);
+      this.info = getinfo(provider, options.sourceHost);
       const domainAttr = readPtr(this.info, off('fi_info', 'domain_attr'));
       const epAttr = readPtr(this.info, off('fi_info', 'ep_attr'));
       const fabricAttr = readPtr(this.info, off('fi_info', 'fabric_attr'));
@@ -362,7 +368,7 @@ export class Endpoint {
 }
 
 /** fi_getinfo for an RDM endpoint with FI_MSG on `provider`; the first match (free with freeinfo). */
-function getinfo(provider: Provider): bigint {
+function getinfo(provider: Provider, sourceHost?: string): bigint {
   const lib = libfabric();
   const hints = lib.dupinfo(0n); // fi_allocinfo() is fi_dupinfo(NULL)
   if (!hints) throw new FabricError('fi_allocinfo', 12, 'fi_allocinfo: out of memory');
@@ -382,7 +388,9 @@ function getinfo(provider: Provider): bigint {
     // fi_freeinfo(hints) frees prov_name, so it must be malloc'd.
     writeU64(readPtr(hints, off('fi_info', 'fabric_attr')), off('fi_fabric_attr', 'prov_name'), cString(PROVIDER_NAMES[provider]));
 
-    const rc = lib.getinfo(API_VERSION, null, null, 0n, hints, out);
+    // tcp: bind the endpoint to the given local address (FI_SOURCE: `node` names our side).
+    const source = provider === 'tcp' && sourceHost ? sourceHost : null;
+    const rc = lib.getinfo(API_VERSION, source, null, source ? C.FI_SOURCE : 0n, hints, out);
     reclaimSignals();
     if (rc === -C.FI_ENODATA) {
       const why = provider === 'efa' ? 'no EFA device' : `libfabric at ${lib.path} has no usable ${PROVIDER_NAMES[provider]} provider`;

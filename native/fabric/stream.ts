@@ -200,6 +200,16 @@ interface Job {
   reject(e: StreamError): void;
 }
 
+/** The fabric address of an rdma out: on the address its side channel listens on, unless that is every address. */
+function outSourceHost(host: string): string | undefined {
+  return host === '0.0.0.0' || host === '::' || host === '*' || host === '' ? undefined : host;
+}
+
+/** An efa in whose senders are all on this machine's loopback uses loopback too; elsewhere the provider's choice. */
+function inSourceHost(targets: ReadonlyArray<{ host: string }>): string | undefined {
+  return targets.length > 0 && targets.every((t) => /^127\./.test(t.host) || t.host === 'localhost') ? '127.0.0.1' : undefined;
+}
+
 /** The output side: listens on host:port for receivers, sends round-robin over them. Throws FabricError when the provider cannot be opened. */
 export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): FabricStream {
   const chunkBytes = cfg.chunkBytes ?? DEFAULT_CHUNK_BYTES;
@@ -207,7 +217,7 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
   // Operation slots beyond the buffers: sends stuck with a receiver that went away keep theirs.
   const depth = nBuffers * 8;
   // `let`: over shm a receiver dying mid-transfer poisons the endpoint, which is then replaced (see renewEndpoint).
-  let ep = openEndpoint(cfg.provider, { depth });
+  let ep = openEndpoint(cfg.provider, { depth, sourceHost: outSourceHost(cfg.host) });
   track(ep);
   const where = `${cfg.host}:${cfg.port}`;
   const idle: NativeBuffer[] = [];
@@ -442,7 +452,7 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
     if (!stuck || closed) return 0;
     let fresh: Endpoint;
     try {
-      fresh = openEndpoint(cfg.provider, { depth });
+      fresh = openEndpoint(cfg.provider, { depth, sourceHost: outSourceHost(cfg.host) });
     } catch (e) {
       handlers.problem(fabricProblem(`rdma out on ${where}: a receiver went away mid-transfer and the shm endpoint could not be renewed`, e));
       return 0;
@@ -691,7 +701,7 @@ interface InSender {
 export function openFabricIn(cfg: FabricInConfig, handlers: FabricHandlers): FabricStream {
   const chunkBytes = cfg.chunkBytes ?? DEFAULT_CHUNK_BYTES;
   const credits = cfg.credits ?? DEFAULT_CREDITS;
-  const ep = openEndpoint(cfg.provider, { depth: MAX_POSTED });
+  const ep = openEndpoint(cfg.provider, { depth: MAX_POSTED, sourceHost: inSourceHost(cfg.connect) });
   track(ep);
   const targets = cfg.connect.map((t) => `${t.host}:${t.port}`);
   const where = targets.join(', ');

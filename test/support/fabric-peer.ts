@@ -26,7 +26,8 @@ process.on('disconnect', () => process.exit(0));
 process.once('message', (job: Job) => {
   let ep: Endpoint | undefined;
   try {
-    ep = openEndpoint(job.provider, { depth: job.depth * 2 });
+    // Loopback only: the tcp provider would otherwise take the first interface.
+    ep = openEndpoint(job.provider, { depth: job.depth * 2, sourceHost: '127.0.0.1' });
     reply({ address: ep.address.toString('base64'), providerName: ep.providerName, mrLocal: ep.mrLocal });
     if (job.role === 'open') return ep.close();
   } catch (e) {
