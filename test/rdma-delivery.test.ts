@@ -9,7 +9,7 @@ import { hasLibfabric, LIBFABRIC_INSTALL } from './support/libfabric';
 import { collect, FlowNode, load, node, startServer, stopServer, unload, waitFor, waitForStatus } from './support/nr';
 import { freePort } from './support/ports';
 import { requireSystem } from './support/system';
-import { readSeqLog, strictlyIncreasing, waitUntil } from './faults/support';
+import { assertOnceAcrossRestart, readSeqLog, waitUntil } from './faults/support';
 
 /**
  * Exactly-once delivery over RDMA (rdma out → efa in, native/delivery/fabric-links.ts) over real
@@ -191,18 +191,7 @@ describe('exactly-once over RDMA between runtimes: a receiver SIGKILLed mid-stre
         throw new Error(`${(e as Error).message}: ${seenA.length} + ${readSeqLog(logB).length}\n${p.output()}`);
       });
       const seenB = readSeqLog(logB);
-      assert.ok(strictlyIncreasing(seenA), 'the killed consumer saw its share in order, once');
-      assert.ok(strictlyIncreasing(seenB), 'the restarted consumer saw its share in order, once');
-      // What the killed instance finished is in its watermark file: nothing comes twice, but for the
-      // sink's own window (it logged the message and was killed before calling done(); see
-      // test/faults/restarts.fault.ts): at most that one message.
-      const inB = new Set(seenB);
-      const again = seenA.filter((s) => inB.has(s));
-      console.log(`      killed instance: ${seenA.length}, restarted: ${seenB.length}, finished by both: ${again.length}`);
-      assert.ok(again.length <= 1, `${again.length} messages came twice`);
-      assert.deepEqual(again, seenA.slice(seenA.length - again.length), "only the killed instance's last messages may come again");
-      assert.deepEqual(seenB.slice(0, again.length), again);
-      assert.deepEqual([...seenA, ...seenB.slice(again.length)], Array.from({ length: N }, (_, i) => i), 'all N, in order, none lost');
+      assertOnceAcrossRestart(seenA, seenB, N);
       assert.match(p.output(), /EPEERLOST|is gone/, 'the producer reported the lost receiver');
     });
   }

@@ -2,8 +2,8 @@ import { errorText, StreamError } from '../errors';
 import type { QuicConn } from '../quic/engine';
 import { encodeData } from '../quic/framing';
 import { openQuicStream, QuicLinkLayer, QuicStream, QuicStreamConfig } from '../quic/stream';
-import { decodeReceived } from '../receiver';
 import type { ZmqStreamHandlers } from '../zmq';
+import { deliverFrameSet, DeliverContext, ReceiveCounts } from './deliver';
 import { DeliveryEngine, Link } from './engine';
 
 /**
@@ -44,8 +44,8 @@ export function openReliableQuicStream(cfg: QuicStreamConfig, handlers: ZmqStrea
   const heard = new Map<string, number>();
   let paused = false;
   let stopped = false;
-  let receivedMessages = 0;
-  let receivedBytes = 0;
+  const counts: ReceiveCounts = { messages: 0, bytes: 0 };
+  const received: DeliverContext = { format, maxMessageSize: cfg.maxMessageSize, where, keyed: pattern === 'router', handlers, counts };
 
   const engine: DeliveryEngine = new DeliveryEngine(
     {
@@ -70,27 +70,7 @@ export function openReliableQuicStream(cfg: QuicStreamConfig, handlers: ZmqStrea
         if (control) conn.sendNow();
         return Promise.resolve();
       },
-      deliver(link: Link, frames, skip, count, done) {
-        let got;
-        try {
-          got = decodeReceived(frames, { format, envelope: 0, optionalEnvelope: false, maxMessageSize: cfg.maxMessageSize });
-        } catch (e) {
-          handlers.problem(new StreamError('EBADFRAME', `dropped a malformed message from a peer of ${where}: ${errorText(e)}`));
-          if (done) for (let i = skip; i < count; i++) done(i);
-          return;
-        }
-        receivedBytes += got.bytes;
-        const key = pattern === 'router' ? link.id : undefined;
-        for (let i = skip; i < got.messages.length; i++) {
-          const m = got.messages[i];
-          receivedMessages++;
-          if (m.refused) {
-            handlers.problem(new StreamError('EMSGSIZE', `refused a message from a peer of ${where}: ${m.refused}`));
-            done?.(i);
-          } else if (done) handlers.message(m, key, () => done(i));
-          else handlers.message(m, key);
-        }
-      },
+      deliver: (link: Link, frames, skip, count, done) => deliverFrameSet(received, link, frames, skip, count, done),
       problem: (e) => handlers.problem(e),
       // The QUIC stream reports its connections itself.
       peers: () => undefined,
@@ -159,6 +139,6 @@ export function openReliableQuicStream(cfg: QuicStreamConfig, handlers: ZmqStrea
   // The stream counts what its at-most-once path decodes; here the engine delivers.
   const stats = stream.stats.bind(stream);
   return Object.assign(stream, {
-    stats: () => ({ ...stats(), receivedMessages, receivedBytes }),
+    stats: () => ({ ...stats(), receivedMessages: counts.messages, receivedBytes: counts.bytes }),
   });
 }

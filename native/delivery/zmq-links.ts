@@ -2,9 +2,9 @@ import * as zmq from 'zeromq';
 import { formatEndpoint, parseEndpoint } from '../endpoint';
 import { errorText, StreamError } from '../errors';
 import { bindRetrying, watchForNoPeer } from '../peer-watch';
-import { decodeReceived } from '../receiver';
 import { DEFAULT_BATCH_BYTES, streamSender } from '../sender';
 import type { StreamStatus, ZmqStream, ZmqStreamConfig, ZmqStreamHandlers } from '../zmq';
+import { deliverFrameSet, DeliverContext, ReceiveCounts } from './deliver';
 import { DeliveryEngine, Link } from './engine';
 import { curveSocketOptions } from '../curve';
 import { watchCurve } from '../zmq';
@@ -53,11 +53,11 @@ export function openReliableZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamH
   const receives = pattern !== 'push';
   let closed = false;
   let lastError: string | undefined;
-  let receivedMessages = 0;
-  let receivedBytes = 0;
+  const counts: ReceiveCounts = { messages: 0, bytes: 0 };
   const bindEndpoints = cfg.bind.map((e) => formatEndpoint(parseEndpoint(e, 'bind')));
   const connectEndpoints = cfg.connect.map((e) => formatEndpoint(parseEndpoint(e, 'connect')));
   const where = [...bindEndpoints, ...connectEndpoints].join(', ') || '(no endpoint)';
+  const received: DeliverContext = { format: cfg.format, maxMessageSize: cfg.maxMessageSize, where, keyed: pattern === 'router', handlers, counts };
   const common = {
     sendHighWaterMark: ZMQ_HWM,
     receiveHighWaterMark: Math.min(cfg.highWater, 64),
@@ -105,27 +105,7 @@ export function openReliableZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamH
         const d = dealers.get(key);
         return d ? d.writer.send(frames, control) : Promise.reject(new Error(`no link ${key}`));
       },
-      deliver(link: Link, frames, skip, count, done) {
-        let got;
-        try {
-          got = decodeReceived(frames, { format, envelope: 0, optionalEnvelope: false, maxMessageSize: cfg.maxMessageSize });
-        } catch (e) {
-          handlers.problem(new StreamError('EBADFRAME', `dropped a malformed message from a peer of ${where}: ${errorText(e)}`));
-          if (done) for (let i = skip; i < count; i++) done(i);
-          return;
-        }
-        receivedBytes += got.bytes;
-        const key = pattern === 'router' ? link.id : undefined;
-        for (let i = skip; i < got.messages.length; i++) {
-          const m = got.messages[i];
-          receivedMessages++;
-          if (m.refused) {
-            handlers.problem(new StreamError('EMSGSIZE', `refused a message from a peer of ${where}: ${m.refused}`));
-            done?.(i);
-          } else if (done) handlers.message(m, key, () => done(i));
-          else handlers.message(m, key);
-        }
-      },
+      deliver: (link: Link, frames, skip, count, done) => deliverFrameSet(received, link, frames, skip, count, done),
       problem: (e) => handlers.problem(e),
       peers: () => report(),
     },
@@ -215,8 +195,8 @@ export function openReliableZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamH
     stats: () => ({
       sentMessages: sender.sentMessages,
       sentBytes: sender.sentBytes,
-      receivedMessages,
-      receivedBytes,
+      receivedMessages: counts.messages,
+      receivedBytes: counts.bytes,
       queued: sender.pending + engine.inFlight,
     }),
     async close(lingerMs) {
