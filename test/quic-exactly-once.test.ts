@@ -4,7 +4,7 @@ import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
 import { startChildRuntime, tabFlow } from './support/child-runtime';
-import { freeUdpPort, quicIdentities } from './support/quic';
+import { freeUdpPort, quicIdentities, twoZonePeerFiles } from './support/quic';
 
 /**
  * Exactly-once over QUIC between two Node-RED runtimes in child processes: router/dealer both
@@ -48,24 +48,7 @@ describe('exactly-once over QUIC between two Node-RED runtimes', function () {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'spawn-red-eo-auto-'));
     const [pDir, cDir] = quicIdentities(2, 'eo-auto');
     const port = await freeUdpPort();
-    const peer = (stage: string, si: number, ip: string, zone: string) => ({
-      stage_id: stage,
-      stage_index: si,
-      instance_id: `i-${stage}`,
-      private_ip: ip,
-      dns_name: `${stage}-0.test`,
-      state: 'running',
-      index: 0,
-      availability_zone: zone,
-      placement_group: 'spawn-red-test',
-    });
-    const all = { producer: [peer('producer', 0, '127.0.0.2', 'us-east-1a')], consumer: [peer('consumer', 1, '127.0.0.3', 'us-east-1b')] };
-    const peerFile = (self: 'producer' | 'consumer') => {
-      const f = path.join(dir, `${self}.json`);
-      const stages = { upstream_stages: self === 'consumer' ? { producer: all.producer } : {}, downstream_stages: self === 'producer' ? { consumer: all.consumer } : {} };
-      fs.writeFileSync(f, JSON.stringify({ pipeline_id: 'eo-auto', stage_id: self, stage_index: all[self][0].stage_index, instance_index: 0, stage_peers: all[self], ...stages, all_stages: all }));
-      return f;
-    };
+    const peerFiles = twoZonePeerFiles(dir, 'eo-auto');
     const flow = [
       { id: 'tabP', type: 'tab', label: 'Producer' },
       { id: 'tabC', type: 'tab', label: 'Consumer' },
@@ -76,8 +59,8 @@ describe('exactly-once over QUIC between two Node-RED runtimes', function () {
       { id: 'pull', type: 'spawn-pull', z: 'tabC', sourceStage: 'producer', endpoints: '', transport: 'auto', ...EO, wires: [['sinkC']] },
       { id: 'sinkC', type: 'seq-sink', z: 'tabC', expect: N, label: 'sink', wires: [] },
     ];
-    const c = await startChildRuntime(flow, 'eo-auto-consumer', { stage: 'consumer', peers: peerFile('consumer'), env: { SPAWN_BIND_ADDR: '127.0.0.3', SPAWN_QUIC_DIR: cDir } });
-    const p = await startChildRuntime(flow, 'eo-auto-producer', { stage: 'producer', peers: peerFile('producer'), env: { SPAWN_BIND_ADDR: '127.0.0.2', SPAWN_QUIC_DIR: pDir } });
+    const c = await startChildRuntime(flow, 'eo-auto-consumer', { stage: 'consumer', peers: peerFiles.consumer, env: { SPAWN_BIND_ADDR: '127.0.0.3', SPAWN_QUIC_DIR: cDir } });
+    const p = await startChildRuntime(flow, 'eo-auto-producer', { stage: 'producer', peers: peerFiles.producer, env: { SPAWN_BIND_ADDR: '127.0.0.2', SPAWN_QUIC_DIR: pDir } });
     try {
       const r = await c.waitForReport((x) => x.done, 60_000);
       assert.equal(r.count, N);

@@ -4,7 +4,7 @@ import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
 import { startChildRuntime, tabFlow } from './support/child-runtime';
-import { freeUdpPort, quicIdentities } from './support/quic';
+import { freeUdpPort, quicIdentities, twoZonePeerFiles } from './support/quic';
 
 /**
  * Each pattern over QUIC between two headless Node-RED runtimes in separate processes, with
@@ -135,35 +135,7 @@ describe('transport auto between two stage runtimes', function () {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'spawn-red-auto-'));
     const [pDir, cDir] = quicIdentities(2, 'auto');
     const port = await freeUdpPort();
-    const peer = (stage: string, si: number, ip: string, zone: string) => ({
-      stage_id: stage,
-      stage_index: si,
-      instance_id: `i-${stage}`,
-      private_ip: ip,
-      dns_name: `${stage}-0.test`,
-      state: 'running',
-      index: 0,
-      availability_zone: zone,
-      placement_group: 'spawn-red-test',
-    });
-    const all = { producer: [peer('producer', 0, '127.0.0.2', 'us-east-1a')], consumer: [peer('consumer', 1, '127.0.0.3', 'us-east-1b')] };
-    const peerFile = (self: 'producer' | 'consumer') => {
-      const f = path.join(dir, `${self}.json`);
-      fs.writeFileSync(
-        f,
-        JSON.stringify({
-          pipeline_id: 'auto',
-          stage_id: self,
-          stage_index: all[self][0].stage_index,
-          instance_index: 0,
-          stage_peers: all[self],
-          upstream_stages: self === 'consumer' ? { producer: all.producer } : {},
-          downstream_stages: self === 'producer' ? { consumer: all.consumer } : {},
-          all_stages: all,
-        }),
-      );
-      return f;
-    };
+    const peerFiles = twoZonePeerFiles(dir, 'auto');
     const flow = [
       { id: 'tabP', type: 'tab', label: 'Producer' },
       { id: 'tabC', type: 'tab', label: 'Consumer' },
@@ -174,8 +146,8 @@ describe('transport auto between two stage runtimes', function () {
       { id: 'pull', type: 'spawn-pull', z: 'tabC', sourceStage: 'producer', endpoints: '', transport: 'auto', wires: [['sinkC']] },
       { id: 'sinkC', type: 'seq-sink', z: 'tabC', expect: N2, label: 'sink', wires: [] },
     ];
-    const c = await startChildRuntime(flow, 'auto-consumer', { stage: 'consumer', peers: peerFile('consumer'), env: { SPAWN_BIND_ADDR: '127.0.0.3', SPAWN_QUIC_DIR: cDir } });
-    const p = await startChildRuntime(flow, 'auto-producer', { stage: 'producer', peers: peerFile('producer'), env: { SPAWN_BIND_ADDR: '127.0.0.2', SPAWN_QUIC_DIR: pDir } });
+    const c = await startChildRuntime(flow, 'auto-consumer', { stage: 'consumer', peers: peerFiles.consumer, env: { SPAWN_BIND_ADDR: '127.0.0.3', SPAWN_QUIC_DIR: cDir } });
+    const p = await startChildRuntime(flow, 'auto-producer', { stage: 'producer', peers: peerFiles.producer, env: { SPAWN_BIND_ADDR: '127.0.0.2', SPAWN_QUIC_DIR: pDir } });
     try {
       const r = await c.waitForReport((x) => x.done, 60_000);
       assert.equal(r.count, N2);

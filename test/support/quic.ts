@@ -102,3 +102,40 @@ export function startLossyRelay(serverPort: number, opts: { drop: number; delay:
     }),
   );
 }
+
+/**
+ * Peer files of a two-stage pipeline (producer on 127.0.0.2, consumer on 127.0.0.3) whose stages are
+ * in different availability zones, where transport `auto` chooses QUIC. Returns each stage's file.
+ */
+export function twoZonePeerFiles(dir: string, pipelineId: string): { producer: string; consumer: string } {
+  const peer = (stage: string, si: number, ip: string, zone: string) => ({
+    stage_id: stage,
+    stage_index: si,
+    instance_id: `i-${stage}`,
+    private_ip: ip,
+    dns_name: `${stage}-0.test`,
+    state: 'running',
+    index: 0,
+    availability_zone: zone,
+    placement_group: 'spawn-red-test',
+  });
+  const all = { producer: [peer('producer', 0, '127.0.0.2', 'us-east-1a')], consumer: [peer('consumer', 1, '127.0.0.3', 'us-east-1b')] };
+  const write = (self: 'producer' | 'consumer') => {
+    const f = path.join(dir, `${self}.json`);
+    fs.writeFileSync(
+      f,
+      JSON.stringify({
+        pipeline_id: pipelineId,
+        stage_id: self,
+        stage_index: all[self][0].stage_index,
+        instance_index: 0,
+        stage_peers: all[self],
+        upstream_stages: self === 'consumer' ? { producer: all.producer } : {},
+        downstream_stages: self === 'producer' ? { consumer: all.consumer } : {},
+        all_stages: all,
+      }),
+    );
+    return f;
+  };
+  return { producer: write('producer'), consumer: write('consumer') };
+}
