@@ -126,6 +126,11 @@ function deadTcpAddress(port: number): string {
   Buffer.from([127, 0, 0, 1]).copy(a, 4);
   return a.toString('base64');
 }
+/**
+ * Called when the bogus receiver below has been welcomed: the exactly-once stream starts then, so that
+ * the bogus receiver surely gets a share to fail over (a stream already finished would give it none).
+ */
+const rdmaHooks = { bogusWelcomed: () => undefined as void };
 const framesLine = (...frames: Buffer[]) => ({ t: 'frames', f: frames.map((b) => b.toString('base64')) });
 
 /** Not the side channel's protocol at all, or an efa in the rdma out must refuse before it takes a share. */
@@ -262,7 +267,7 @@ const LISTENERS: Record<string, Attack[]> = {
       const nobody = await freePort();
       await sideChannel(
         [efaHello('tcp;ofi_rxm', { delivery: 'exactly-once', address: deadTcpAddress(nobody) })],
-        () => [
+        () => (rdmaHooks.bogusWelcomed(), [
           framesLine(crypto.randomBytes(36)),
           framesLine(dataHeader('XX')),
           framesLine(dataHeader('SD', 9)),
@@ -271,7 +276,7 @@ const LISTENERS: Record<string, Attack[]> = {
           framesLine(dataHeader(), spawnFrame('SR', 1)),
           { t: 'credit', n: 1000 },
           { t: 'frames', f: 5 },
-        ],
+        ]),
         500,
       )(port);
     },
@@ -392,10 +397,13 @@ describe('faults: garbage at every listening port', function () {
     const src = (id: string, to: string) => ({ id, type: 'seq-source', count: N, size: 100, kind: 'buffer', window: 5000, startFile, wires: [[to]] });
     const EO = { delivery: 'exactly-once', maxMessageSize: MAX_MESSAGE, peerTimeout: 1500 };
     const AMO = { delivery: 'at-most-once', maxMessageSize: MAX_MESSAGE };
+    // The exactly-once stream starts once the bogus receiver is in (rdmaHooks), the other at once.
+    const startFile5 = path.join(dir, 'go5');
+    rdmaHooks.bogusWelcomed = () => fs.writeFileSync(startFile5, '');
     const flow = tabFlow('victim', [
       // With exactly-once, the bogus receiver's share fails over to the good one, after that one's
       // newer messages: its sink checks for loss and repeats, not order.
-      src('s5', 'out5'), { id: 'out5', type: 'spawn-rdma-out', provider: 'tcp', addr: '127.0.0.1', port: ports[0], ...EO },
+      { ...src('s5', 'out5'), startFile: startFile5 }, { id: 'out5', type: 'spawn-rdma-out', provider: 'tcp', addr: '127.0.0.1', port: ports[0], ...EO },
       { id: 'in5', type: 'spawn-efa-in', provider: 'tcp', endpoints: ep(ports[0]), ...EO, wires: [['k5']] },
       { id: 'k5', type: 'seq-sink', expect: N, label: 'k5', ordering: 'any' },
       src('s6', 'out6'), { id: 'out6', type: 'spawn-rdma-out', provider: 'shm', addr: '127.0.0.1', port: ports[1], ...AMO },
@@ -432,7 +440,9 @@ describe('faults: garbage at every listening port', function () {
         assert.equal(r.duplicates, 0, k);
       }
       assert.equal(victim.proc.exitCode, null, 'the runtime is still running');
-      await waitUntil('the failed-over share reported', () => /EPEERLOST/.test(victim.output()), 10_000);
+      await waitUntil('the failed-over share reported', () => /EPEERLOST/.test(victim.output()), 10_000).catch((e: Error) => {
+        throw new Error(`${e.message}\n${victim.output()}`);
+      });
       const out = victim.output();
       assert.match(out, /is not an efa in \(unreadable line/, 'side-channel garbage reported');
       assert.match(out, /provider mismatch: rdma out on 127\.0\.0\.1:\d+ uses tcp;ofi_rxm, the receiver at .* uses shm/);
