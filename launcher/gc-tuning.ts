@@ -36,30 +36,3 @@ export function tuneGcForStreaming(env: NodeJS.ProcessEnv = process.env): GcMode
   if (mode === 'main-thread') v8.setFlagsFromString('--no-concurrent-marking');
   return mode;
 }
-
-/**
- * The young generation's size, which only node's command line or NODE_OPTIONS can set (V8 sizes
- * the heap when it starts; v8.setFlagsFromString later changes nothing measurable), so the
- * launchers start every stage runtime with it: the local provider on the command line, the EC2
- * unit in NODE_OPTIONS.
- *
- * Every message a stage handles is a handful of short-lived objects (Node-RED's message, its
- * send event, our queue entry), and the messages a burst leaves waiting survive a scavenge or
- * two. V8's default semi-space (16 MB) fills every ~15 ms at 100-byte rates; with 32 MB the
- * producer of the 100 B benchmark spent about a third less CPU per message (4.7 → 3.1 µs on
- * 2 cores; 24 MB was close, 64 MB worse again: BENCHMARKS.md). The cost is memory: up to
- * 3 × 16 MB more young generation per runtime.
- */
-export const SEMI_SPACE_FLAG = '--max-semi-space-size=32';
-
-/** Node options for a stage runtime's command line. */
-export const STAGE_NODE_FLAGS: readonly string[] = [SEMI_SPACE_FLAG];
-
-/** The stage flags that neither this process's command line nor NODE_OPTIONS sets (a hand-started `spawn-red run`). */
-export function missingStageFlags(execArgv: readonly string[] = process.execArgv, nodeOptions = process.env.NODE_OPTIONS ?? ''): string[] {
-  const given = [...execArgv, ...nodeOptions.split(/\s+/)];
-  return STAGE_NODE_FLAGS.filter((flag) => {
-    const name = flag.split('=')[0];
-    return !given.some((g) => g === name || g.startsWith(`${name}=`));
-  });
-}

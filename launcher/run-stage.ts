@@ -6,7 +6,7 @@ import { DEFAULT_HOSTFILE, DEFAULT_PEERS_FILE, hostfile, loadPeerFile, PeerFile,
 import { FlowNode, Stage } from '../nodes/common/pipeline';
 import { unusedCoreNodeFiles } from './core-nodes';
 import { parseJson } from './json-location';
-import { missingStageFlags, tuneGcForStreaming } from './gc-tuning';
+import { tuneGcForStreaming } from './gc-tuning';
 import { startRuntime } from './runtime';
 import { findStage, stageFlow } from './stage-flow';
 import { fetchInstanceSecrets, FetchedSecrets, SecretsError } from './instance-secrets';
@@ -106,10 +106,6 @@ export async function startRun(opts: RunOptions): Promise<Running> {
     tuneGcForStreaming();
   } catch (e) {
     throw new RunError(`${where}: ${(e as Error).message}`);
-  }
-  const missingFlags = missingStageFlags();
-  if (missingFlags.length > 0) {
-    console.log(`spawn-red: ${where}: node was started without ${missingFlags.join(' ')} (small messages cost about a third more CPU); start it with NODE_OPTIONS="${missingFlags.join(' ')}" as the launchers do`);
   }
   const tempDir = opts.userDir ? undefined : fs.mkdtempSync(path.join(os.tmpdir(), 'spawn-red-run-'));
   const userDir = opts.userDir ?? tempDir!;

@@ -133,7 +133,6 @@ describe('ec2 user data', function () {
     assert.match(unit, /^ExecStart=\/opt\/spawn-red\/stage\.sh$/m);
     assert.match(unit, /^StandardOutput=journal$/m);
     assert.match(unit, /^User=spawn-red$/m);
-    assert.match(unit, /^Environment=NODE_OPTIONS=--max-semi-space-size=32$/m);
     assert.doesNotMatch(unit, /RuntimeMaxSec/);
     const stage = { ...r.pipeline.stages[0], timeout: '1h30m' };
     assert.match(serviceUnit('p', stage), /^RuntimeMaxSec=5400$/m);

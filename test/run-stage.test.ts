@@ -3,7 +3,7 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { gcModeFor, missingStageFlags, SEMI_SPACE_FLAG } from '../launcher/gc-tuning';
+import { gcModeFor } from '../launcher/gc-tuning';
 import { PeerFile, PeerInfo } from '../native/peers';
 import { ChildRuntime, startChildRuntime } from './support/child-runtime';
 import { freePort } from './support/nr';
@@ -129,15 +129,6 @@ describe('spawn-red run: one stage per process, peers from the peer-discovery fi
     });
     assert.equal(r.status, 1, r.stdout + r.stderr);
     assert.match(r.stderr, /stage "consumer": SPAWN_GC must be main-thread or concurrent, not "fast"/);
-  });
-
-  it('knows whether node was started with the stage flags, on its command line or in NODE_OPTIONS', function () {
-    assert.deepEqual(missingStageFlags([], ''), [SEMI_SPACE_FLAG]);
-    assert.deepEqual(missingStageFlags([SEMI_SPACE_FLAG], ''), []);
-    assert.deepEqual(missingStageFlags([], `--max-old-space-size=4096 ${SEMI_SPACE_FLAG}`), []);
-    // The user's own size counts as given.
-    assert.deepEqual(missingStageFlags(['--max-semi-space-size=8'], ''), []);
-    assert.deepEqual(missingStageFlags(['--max-semi-space-size-x=8'], '--max-semi'), [SEMI_SPACE_FLAG]);
   });
 
   it('fails fast when the stage uses a node type that is not installed', function () {

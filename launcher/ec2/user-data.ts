@@ -5,7 +5,6 @@ import { shellQuote, SpawnPipeline, SpawnStage } from '../export';
 import { PACKAGE_ROOT } from '../runtime';
 import { parseGoDuration } from '../go-duration';
 import { Ec2PlanError } from './errors';
-import { STAGE_NODE_FLAGS } from '../gc-tuning';
 
 /**
  * The user data of a stage's instances: a bash script cloud-init runs once at first boot. It
@@ -122,8 +121,6 @@ export function serviceUnit(pipelineId: string, stage: SpawnStage): string {
     'User=spawn-red',
     `WorkingDirectory=${WORK_DIR}`,
     `Environment=HOME=${WORK_DIR}`,
-    // V8's young-generation size for the stage runtime (launcher/gc-tuning.ts).
-    `Environment=NODE_OPTIONS=${STAGE_NODE_FLAGS.join(' ')}`,
     `ExecStart=${PREFIX}/stage.sh`,
     // RDMA registers memory; many peers mean many sockets.
     'LimitMEMLOCK=infinity',

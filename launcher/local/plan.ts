@@ -8,7 +8,6 @@ import { readSource } from '../pipeline-verbs';
 import { PACKAGE_ROOT } from '../runtime';
 import { formatProblem, validatePipeline } from '../validate';
 import { netnsAddress, netnsName } from './netns';
-import { STAGE_NODE_FLAGS } from '../gc-tuning';
 import { makeKeys, writeKeyFile } from '../../native/curve';
 import { InstanceState, PipelineState } from './state';
 import { flowUsesQuic, issueInstanceCertificate, quicEnv } from './quic-certs';
@@ -155,7 +154,7 @@ export function planLaunch(input: LaunchInput, dir: string, block: number, netns
       if (flowUsesQuic(input.flow)) issueInstanceCertificate(dir, pipeline.pipeline_id, instDir, self.dns_name);
       if (runsFlow) {
         // A Node-RED stage: run this package's CLI directly (no shell, no PATH lookup).
-        inst.argv = [process.execPath, ...STAGE_NODE_FLAGS, CLI_PATH, 'run', '--flow', 'flows.json', '--stage', id, '--user-dir', 'node-red'];
+        inst.argv = [process.execPath, CLI_PATH, 'run', '--flow', 'flows.json', '--stage', id, '--user-dir', 'node-red'];
       } else {
         inst.shell = stage.command;
       }

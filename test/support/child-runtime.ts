@@ -3,7 +3,6 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import type { SinkReport as BaseReport } from './sink-report';
-import { STAGE_NODE_FLAGS } from '../../launcher/gc-tuning';
 
 /**
  * A headless Node-RED runtime in a child process (`spawn-red run`), with the test nodes loaded.
@@ -44,8 +43,6 @@ export async function startChildRuntime(flow: object[], name = 'runtime', opts: 
   if (opts.stage) args.push('--stage', opts.stage);
   if (opts.peers) args.push('--peers', opts.peers);
   const proc = fork(CLI, args, {
-    // As the launchers start stage runtimes (launcher/gc-tuning.ts).
-    execArgv: [...process.execArgv, ...STAGE_NODE_FLAGS],
     env: { ...process.env, SPAWN_RED_NODES_DIRS: TEST_NODES_DIR, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   });
