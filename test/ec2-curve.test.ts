@@ -4,7 +4,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { DescribeInstanceAttributeCommand, EC2Client } from '@aws-sdk/client-ec2';
-import { GetParametersByPathCommand, SSMClient } from '@aws-sdk/client-ssm';
+import { SSMClient } from '@aws-sdk/client-ssm';
 import * as zmq from 'zeromq';
 import { quietSdkNotice } from '../launcher/ec2/api';
 import { Ec2State, readEc2State } from '../launcher/ec2/state';
@@ -15,6 +15,7 @@ import { loadPeerFile } from '../native/peers';
 import { hasMoto, Moto, MOTO_INSTALL, startMoto } from './support/moto';
 import { freePort } from './support/ports';
 import { requireSystem } from './support/system';
+import { motoClients, REGION, ssmParameters } from './support/aws';
 
 /**
  * CurveZMQ on EC2: `spawn-red launch --provider ec2` of a flow with encryption "curve" ships the
@@ -24,8 +25,6 @@ import { requireSystem } from './support/system';
  * another key pair is refused. EC2 and SSM are moto's emulators on 127.0.0.1 (never AWS).
  */
 
-const REGION = 'us-east-1';
-const CREDS = { accessKeyId: 'testing', secretAccessKey: 'testing' };
 const FAST = { retry: { attempts: 3, baseMs: 5, capMs: 20 }, wait: { minDelay: 0.05, maxDelay: 0.2, maxWaitTime: 20 } };
 const ID = 'curve-ec2';
 
@@ -67,8 +66,7 @@ describe('CurveZMQ keys for EC2 instances through SSM Parameter Store (moto on 1
     // The verbs keep their state under SPAWN_RED_HOME (process.env: they run in this process).
     savedHome = process.env.SPAWN_RED_HOME;
     process.env.SPAWN_RED_HOME = home;
-    ec2 = new EC2Client({ region: REGION, endpoint: motoUrl, credentials: CREDS });
-    ssm = new SSMClient({ region: REGION, endpoint: motoUrl, credentials: CREDS });
+    ({ ec2, ssm } = motoClients(motoUrl));
     // moto checks that a launch's instance profile exists.
     await moto.createInstanceProfile('spawn-red-peers');
   });
@@ -82,16 +80,7 @@ describe('CurveZMQ keys for EC2 instances through SSM Parameter Store (moto on 1
     if (home) fs.rmSync(home, { recursive: true, force: true });
   });
 
-  const parameters = async (prefix: string, decrypt = false) => {
-    const out: Array<{ Name?: string; Type?: string; Value?: string }> = [];
-    let NextToken: string | undefined;
-    do {
-      const r = await ssm.send(new GetParametersByPathCommand({ Path: prefix, Recursive: true, WithDecryption: decrypt, NextToken }));
-      out.push(...(r.Parameters ?? []));
-      NextToken = r.NextToken;
-    } while (NextToken);
-    return out.sort((a, b) => a.Name!.localeCompare(b.Name!));
-  };
+  const parameters = (prefix: string, decrypt = false) => ssmParameters(ssm, prefix, decrypt);
 
   it('launch --provider ec2 of a flow with encryption curve: one key file per instance as SecureString; user data, ec2.json, local files and output carry the public key only', async function () {
     const flowFile = path.join(home, 'curve-flow.json');

@@ -18,6 +18,7 @@ import { openQuicStream } from '../native/quic/stream';
 import { freeUdpPort } from './support/quic';
 import { hasMoto, Moto, MOTO_INSTALL, startMoto } from './support/moto';
 import { requireSystem } from './support/system';
+import { CREDS, motoClients, REGION, ssmParameters } from './support/aws';
 
 /**
  * The EC2 launcher ships each instance its QUIC certificate and key through SSM Parameter Store
@@ -26,9 +27,7 @@ import { requireSystem } from './support/system';
  * fetches the parameters into 0600 files, and two QUIC endpoints connect with them.
  */
 
-const REGION = 'us-east-1';
 const CLI = path.resolve(__dirname, '..', '..', 'bin', 'spawn-red.js');
-const CREDS = { accessKeyId: 'testing', secretAccessKey: 'testing' };
 const FAST = { retry: { attempts: 3, baseMs: 5, capMs: 20 }, wait: { minDelay: 0.05, maxDelay: 0.2, maxWaitTime: 20 } };
 
 function pipeline(id: string): SpawnPipeline {
@@ -88,8 +87,7 @@ describe('EC2 instance secrets through SSM Parameter Store (moto on 127.0.0.1)',
     quietSdkNotice();
     home = fs.mkdtempSync(path.join(os.tmpdir(), 'spawn-red-ec2-secrets-'));
     env = { ...process.env, SPAWN_RED_HOME: home };
-    ec2 = new EC2Client({ region: REGION, endpoint: motoUrl, credentials: CREDS });
-    ssm = new SSMClient({ region: REGION, endpoint: motoUrl, credentials: CREDS });
+    ({ ec2, ssm } = motoClients(motoUrl));
     // moto checks that a launch's instance profile exists.
     await moto.createInstanceProfile('spawn-red-peers');
   });
@@ -101,16 +99,7 @@ describe('EC2 instance secrets through SSM Parameter Store (moto on 127.0.0.1)',
     if (home) fs.rmSync(home, { recursive: true, force: true });
   });
 
-  const parameters = async (prefix: string, decrypt = false) => {
-    const out: Array<{ Name?: string; Type?: string; Value?: string }> = [];
-    let NextToken: string | undefined;
-    do {
-      const r = await ssm.send(new GetParametersByPathCommand({ Path: prefix, Recursive: true, WithDecryption: decrypt, NextToken }));
-      out.push(...(r.Parameters ?? []));
-      NextToken = r.NextToken;
-    } while (NextToken);
-    return out.sort((a, b) => a.Name!.localeCompare(b.Name!));
-  };
+  const parameters = (prefix: string, decrypt = false) => ssmParameters(ssm, prefix, decrypt);
 
   async function launch(id: string, client: EC2Client = ec2) {
     const api = new Ec2Api({ client, pipelineId: id, ...FAST });
