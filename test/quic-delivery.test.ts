@@ -3,7 +3,7 @@ import { openReliableQuicStream } from '../native/delivery/quic-links';
 import { StreamError } from '../native/errors';
 import { openQuicStream, QuicStream, QuicStreamConfig } from '../native/quic/stream';
 import { Pattern } from '../native/zmq';
-import { freeUdpPort, quicIdentities, startLossyRelay } from './support/quic';
+import { freeUdpPort, quicIdentities, quicTestConfig, startLossyRelay } from './support/quic';
 
 /** Exactly-once over QUIC in one process, real UDP on loopback: the link layer (native/delivery/quic-links.ts). */
 
@@ -17,21 +17,7 @@ const open: Opened[] = [];
 
 function quic(pattern: Pattern, tlsDir: string, where: { bind?: number; connect?: number[] }, extra: Partial<QuicStreamConfig> = {}, exactlyOnce = true): Opened {
   const o: Opened = { got: [], problems: [], stream: undefined as unknown as QuicStream };
-  const cfg: QuicStreamConfig = {
-    pattern,
-    format: 'spawn',
-    bind: where.bind ? [`quic://127.0.0.1:${where.bind}`] : [],
-    connect: (where.connect ?? []).map((p) => `quic://127.0.0.1:${p}`),
-    highWater: 1000,
-    queueLimit: 100_000,
-    maxMessageSize: 0,
-    reconnectMs: 50,
-    batch: true,
-    tlsDir,
-    noPeerMs: 1000,
-    delivery: exactlyOnce ? 'exactly-once' : 'at-most-once',
-    ...extra,
-  };
+  const cfg = quicTestConfig(pattern, tlsDir, where, { noPeerMs: 1000, delivery: exactlyOnce ? 'exactly-once' : 'at-most-once', ...extra });
   const handlers = {
     message: (m: { payload: unknown }, key: Buffer | undefined) => o.got.push({ payload: m.payload, key }),
     status: () => undefined,

@@ -5,7 +5,7 @@ import { decodeData, encodeData, encodeRecord, Kind, RecordError, RecordReader }
 import { loadIdentity } from '../native/quic/pki';
 import { openQuicStream, QuicStreamConfig } from '../native/quic/stream';
 import { Pattern, StreamStatus, ZmqStream } from '../native/zmq';
-import { freeUdpPort, quicIdentities, startLossyRelay } from './support/quic';
+import { freeUdpPort, quicIdentities, quicTestConfig, startLossyRelay } from './support/quic';
 
 /** The QUIC transport in one process over real UDP on loopback: patterns, certificates, 0-RTT, loss. */
 
@@ -21,20 +21,7 @@ const open: Opened[] = [];
 function quic(pattern: Pattern, tlsDir: string, where: { bind?: number; connect?: number[] }, extra: Partial<QuicStreamConfig> = {}): Opened {
   const o: Opened = { got: [], problems: [], statuses: [], stream: undefined as unknown as Opened['stream'] };
   o.stream = openQuicStream(
-    {
-      pattern,
-      format: 'spawn',
-      bind: where.bind ? [`quic://127.0.0.1:${where.bind}`] : [],
-      connect: (where.connect ?? []).map((p) => `quic://127.0.0.1:${p}`),
-      highWater: 1000,
-      queueLimit: 100_000,
-      maxMessageSize: 0,
-      reconnectMs: 50,
-      batch: true,
-      tlsDir,
-      noPeerMs: 60_000,
-      ...extra,
-    },
+    quicTestConfig(pattern, tlsDir, where, extra),
     {
       message: (m, key) => o.got.push({ payload: m.payload, key: key?.toString('utf8'), meta: m.meta }),
       status: (s) => o.statuses.push(s),

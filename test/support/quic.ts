@@ -3,6 +3,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { ensureCa, issueCertificate, writeIdentity } from '../../native/quic/pki';
+import type { QuicStreamConfig } from '../../native/quic/stream';
+import type { Pattern } from '../../native/zmq';
 
 /** A loopback UDP port that nothing is bound to right now (the kernel picks it). */
 export function freeUdpPort(): Promise<number> {
@@ -138,4 +140,22 @@ export function twoZonePeerFiles(dir: string, pipelineId: string): { producer: s
     return f;
   };
   return { producer: write('producer'), consumer: write('consumer') };
+}
+
+/** A QUIC stream's configuration for in-process tests: 127.0.0.1, spawn format, batching, `extra` on top. */
+export function quicTestConfig(pattern: Pattern, tlsDir: string, where: { bind?: number; connect?: number[] }, extra: Partial<QuicStreamConfig> = {}): QuicStreamConfig {
+  return {
+    pattern,
+    format: 'spawn',
+    bind: where.bind ? [`quic://127.0.0.1:${where.bind}`] : [],
+    connect: (where.connect ?? []).map((p) => `quic://127.0.0.1:${p}`),
+    highWater: 1000,
+    queueLimit: 100_000,
+    maxMessageSize: 0,
+    reconnectMs: 50,
+    batch: true,
+    tlsDir,
+    noPeerMs: 60_000,
+    ...extra,
+  };
 }
