@@ -13,6 +13,8 @@ export interface ReceiveCounts {
 export interface DeliverContext {
   format: Format;
   maxMessageSize: number;
+  /** Who sent a frame set, for messages (default: "a peer of <where>"). */
+  sender?: (link: Link) => string;
   /** The stream's endpoints, for messages. */
   where: string;
   /** A router hands each message on with the identity of the link it came on. */
@@ -28,11 +30,12 @@ export interface DeliverContext {
  * it forever; a message over the size limit is reported and completed alone.
  */
 export function deliverFrameSet(ctx: DeliverContext, link: Link, frames: Buffer[], skip: number, count: number, done?: (i: number) => void): void {
+  const from = () => (ctx.sender ? ctx.sender(link) : `a peer of ${ctx.where}`);
   let got;
   try {
     got = decodeReceived(frames, { format: ctx.format, envelope: 0, optionalEnvelope: false, maxMessageSize: ctx.maxMessageSize });
   } catch (e) {
-    ctx.handlers.problem(new StreamError('EBADFRAME', `dropped a malformed message from a peer of ${ctx.where}: ${errorText(e)}`));
+    ctx.handlers.problem(new StreamError('EBADFRAME', `dropped a malformed message from ${from()}: ${errorText(e)}`));
     if (done) for (let i = skip; i < count; i++) done(i);
     return;
   }
@@ -42,9 +45,12 @@ export function deliverFrameSet(ctx: DeliverContext, link: Link, frames: Buffer[
     const m = got.messages[i];
     ctx.counts.messages++;
     if (m.refused) {
-      ctx.handlers.problem(new StreamError('EMSGSIZE', `refused a message from a peer of ${ctx.where}: ${m.refused}`));
+      ctx.handlers.problem(new StreamError('EMSGSIZE', `refused a message from ${from()}: ${m.refused}`));
       done?.(i);
     } else if (done) ctx.handlers.message(m, key, () => done(i));
     else ctx.handlers.message(m, key);
   }
+  // A header that counts more messages than the frame set holds: the rest are done, or the
+  // acknowledgements would stop there for good.
+  if (done) for (let i = Math.max(skip, got.messages.length); i < count; i++) done(i);
 }

@@ -3,9 +3,9 @@ import { errorText, StreamError } from '../errors';
 import { CHUNK_HEADER } from '../fabric/chunks';
 import { DEFAULT_CHUNK_BYTES, FabricHandlers, FabricInConfig, FabricOutConfig, FabricStream, openFabricIn, openFabricOut } from '../fabric/stream';
 import { watchForNoPeer } from '../peer-watch';
-import { decodeReceived } from '../receiver';
 import { DETACH_BYTES, Sender } from '../sender';
 import type { StreamStatus } from '../zmq';
+import { deliverFrameSet, DeliverContext, ReceiveCounts } from './deliver';
 import { DeliveryEngine, Link, WatermarkStore } from './engine';
 import { HEADER_BYTES } from './protocol';
 
@@ -178,8 +178,16 @@ export function openReliableFabricOut(cfg: FabricOutConfig, handlers: FabricHand
 export function openReliableFabricIn(cfg: FabricInConfig, handlers: ReliableFabricHandlers, opts: ReliableFabricOptions = {}): FabricStream {
   const where = cfg.connect.map((t) => `${t.host}:${t.port}`).join(', ');
   let closed = false;
-  let receivedMessages = 0;
-  let receivedBytes = 0;
+  const counts: ReceiveCounts = { messages: 0, bytes: 0 };
+  const received: DeliverContext = {
+    format: cfg.format,
+    maxMessageSize: cfg.maxMessageSize,
+    where,
+    sender: (link) => `rdma out at ${link.id.toString('latin1')}`,
+    keyed: false,
+    handlers: { message: (m, _key, done) => handlers.message(m, done), problem: (e) => handlers.problem(e) },
+    counts,
+  };
   let fabricStatus: StreamStatus = { state: 'connecting', peers: 0, text: 'starting' };
   let engine: DeliveryEngine | undefined;
   const fabric = openFabricIn(
@@ -203,7 +211,6 @@ export function openReliableFabricIn(cfg: FabricInConfig, handlers: ReliableFabr
   function report(): void {
     if (!closed && engine) handlers.status(linkStatus(fabricStatus, fabric.providerName, engine.peers, `${fabric.providerName}: connecting to ${where}`));
   }
-  const decodeOpts = { format: cfg.format, envelope: 0 as const, optionalEnvelope: false, maxMessageSize: cfg.maxMessageSize };
   engine = new DeliveryEngine(
     {
       // The efa in sends nothing but control frames: its window is never used.
@@ -219,30 +226,7 @@ export function openReliableFabricIn(cfg: FabricInConfig, handlers: ReliableFabr
     },
     {
       send: (key, frames) => fabric.sendLink!(key, frames),
-      deliver(link: Link, frames, skip, count, done) {
-        const from = link.id.toString('latin1');
-        let got;
-        try {
-          got = decodeReceived(frames, decodeOpts);
-        } catch (e) {
-          handlers.problem(new StreamError('EBADFRAME', `dropped a malformed message from rdma out at ${from}: ${errorText(e)}`));
-          if (done) for (let i = skip; i < count; i++) done(i);
-          return;
-        }
-        receivedBytes += got.bytes;
-        for (let i = skip; i < got.messages.length; i++) {
-          const m = got.messages[i];
-          receivedMessages++;
-          if (m.refused) {
-            handlers.problem(new StreamError('EMSGSIZE', `refused a message from rdma out at ${from}: ${m.refused}`));
-            done?.(i);
-          } else if (done) handlers.message(m, () => done(i));
-          else handlers.message(m);
-        }
-        // A header that counts more messages than the frame set holds: the rest are done, or the
-        // acknowledgements would stop there for good.
-        if (done) for (let i = Math.max(skip, got.messages.length); i < count; i++) done(i);
-      },
+      deliver: (link: Link, frames, skip, count, done) => deliverFrameSet(received, link, frames, skip, count, done),
       problem: (e) => handlers.problem(e),
       peers: () => report(),
     },
@@ -257,7 +241,7 @@ export function openReliableFabricIn(cfg: FabricInConfig, handlers: ReliableFabr
       return live.peers;
     },
     providerName: fabric.providerName,
-    stats: () => ({ sentMessages: 0, sentBytes: 0, receivedMessages, receivedBytes, queued: 0 }),
+    stats: () => ({ sentMessages: 0, sentBytes: 0, receivedMessages: counts.messages, receivedBytes: counts.bytes, queued: 0 }),
     async close(lingerMs) {
       live.close();
       closed = true;

@@ -55,16 +55,6 @@ function toKey(value: unknown): Buffer | undefined {
   return Buffer.from(String(value), 'utf8');
 }
 
-/** Runs `open`; if it throws, `cleanup` first. */
-function withCleanup<T>(cleanup: () => void, open: () => T): T {
-  try {
-    return open();
-  } catch (e) {
-    cleanup();
-    throw e;
-  }
-}
-
 export function registerPatternNode(RED: NodeAPI, pattern: Pattern): void {
   function PatternNode(this: Node, def: PatternNodeDef) {
     RED.nodes.createNode(this, def);
@@ -96,11 +86,15 @@ export function registerPatternNode(RED: NodeAPI, pattern: Pattern): void {
       // a folder that cannot be written stops the node before anything is set up)...
       const watermarks = cfg.delivery === 'exactly-once' && RECEIVES[pattern] ? openWatermarks(node, RED.settings.userDir as string | undefined) : undefined;
       cfg.watermarks = watermarks;
-      const stopWatermarks = () => watermarks?.close();
-      // ...and acknowledge when the wired nodes are done (./completion.ts).
+      stopCompletion = () => watermarks?.close();
+      // ...and acknowledge when the wired nodes are done (./completion.ts). Both are released on
+      // close and when the setup below fails (a completion hook left behind would refuse the next deploy).
       const completion = cfg.delivery === 'exactly-once' && RECEIVES[pattern] ? trackCompletion(RED, node, (def as { wires?: unknown }).wires) : undefined;
-      stopCompletion = () => completion?.stop();
-      const opened = withCleanup(stopWatermarks, () => openTransport(RED, transport, cfg, def.sourceStage, {
+      stopCompletion = () => {
+        completion?.stop();
+        watermarks?.close();
+      };
+      const opened = openTransport(RED, transport, cfg, def.sourceStage, {
         acknowledges: completion !== undefined,
         message: (m, key, done) => {
           const msg = toNodeMessage(m, key);
@@ -114,12 +108,7 @@ export function registerPatternNode(RED: NodeAPI, pattern: Pattern): void {
           backpressured = on;
           showStatus(lastStatus);
         },
-      }));
-      const stopTracking = stopCompletion;
-      stopCompletion = () => {
-        stopTracking();
-        stopWatermarks();
-      };
+      });
       stream = opened.stream;
       if (opened.why) node.log(`transport auto: ${opened.transport} — ${opened.why}`);
       linger = lingerMs(def);
@@ -130,6 +119,7 @@ export function registerPatternNode(RED: NodeAPI, pattern: Pattern): void {
         showStatus(lastStatus);
       });
     } catch (e) {
+      stopCompletion();
       const text = e instanceof ConfigError || e instanceof StreamError ? e.message : String(e);
       node.status({ fill: 'red', shape: 'ring', text });
       node.error(`configuration: ${text}`);
