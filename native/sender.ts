@@ -31,11 +31,6 @@ export interface SenderOptions {
   batchBytes: number;
   /** Payloads at least this large travel uncopied in a frame of their own. */
   detachBytes: number;
-  /**
-   * Consecutive large (detached) messages already queued go out as one frame set up to this many
-   * payload bytes (default 1 MiB): one send instead of one per message.
-   */
-  detachedBatchBytes?: number;
   /** Largest accepted payload in bytes; 0 for no limit. */
   maxMessageSize: number;
   /** Queued messages above which backpressure is reported. */
@@ -104,7 +99,8 @@ export function streamSender(cfg: SenderSettings, envelope: boolean, transmit: T
     { backpressure: (on, queued) => backpressure?.(on, queued) },
   );
 }
-const DEFAULT_DETACHED_BATCH_BYTES = 1 << 20;
+/** Consecutive large (detached) messages already queued go out as one frame set up to this many payload bytes: one send instead of one per message. */
+const DETACHED_BATCH_BYTES = 1 << 20;
 /** Frames in one detached frame set, whatever their size: libzmq queues whole messages. */
 const MAX_DETACHED_RECORDS = 64;
 
@@ -210,8 +206,8 @@ export class Sender {
       const env = first.key && first.key.length > 0 ? envelope : [];
       return { frames: [...env, ...first.raw], entries: [first] };
     }
-    const single = recordSize(first.meta, first);
     if (first.bytes.length >= this.opts.detachBytes) return this.takeDetached(first, envelope);
+    const single = recordSize(first.meta, first);
     if (!this.opts.batch || single >= this.opts.batchBytes) {
       return { frames: [...envelope, ...encodeSingle(first.meta, first, this.opts.detachBytes)], entries: [first] };
     }
@@ -237,7 +233,7 @@ export class Sender {
   private takeDetached(first: Entry, envelope: Buffer[]): { frames: Buffer[]; entries: Entry[] } {
     const entries = [first];
     if (this.opts.batch) {
-      const limit = this.opts.detachedBatchBytes ?? DEFAULT_DETACHED_BATCH_BYTES;
+      const limit = DETACHED_BATCH_BYTES;
       let bytes = first.bytes.length;
       while (this.head < this.queue.length && entries.length < MAX_DETACHED_RECORDS) {
         const next = this.queue[this.head];

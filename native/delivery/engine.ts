@@ -294,15 +294,8 @@ export class DeliveryEngine {
     // An ACK acknowledges below seq; a RESEND below base, and asks again for everything from seq.
     const upto = h.kind === Kind.Resend ? h.base : h.seq;
     let freed = 0;
-    while (link.unacked.length > freed && link.unacked[freed].seq + link.unacked[freed].count <= upto) {
-      this.bytesInFlight -= link.unacked[freed].bytes;
-      freed++;
-    }
-    if (freed > 0) {
-      link.unacked = link.unacked.slice(freed);
-      this.framesInFlight -= freed;
-      this.wake();
-    }
+    while (link.unacked.length > freed && link.unacked[freed].seq + link.unacked[freed].count <= upto) freed++;
+    if (freed > 0) this.release(link, freed);
     const first = link.unacked[0];
     if (first && upto > first.seq + first.acked) first.acked = upto - first.seq;
     if (h.kind === Kind.Resend) this.resend(link, h.seq);

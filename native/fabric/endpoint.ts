@@ -42,8 +42,6 @@ export interface Completion {
   buffer: NativeBuffer;
   /** Bytes received (recv); the length sent (send). */
   len: number;
-  /** postSendv's `parts`, held until the send completed. */
-  parts?: Buffer[];
 }
 
 export interface EndpointOptions {
@@ -313,7 +311,7 @@ export class Endpoint {
       const entry = this.cqBuf + BigInt(i * MSG_ENTRY);
       const p = this.take(readPtr(entry, off('fi_cq_msg_entry', 'op_context')));
       const len = p.kind === 'recv' ? Number(readU64(entry, off('fi_cq_msg_entry', 'len'))) : p.len;
-      done.push({ kind: p.kind, tag: p.tag, buffer: p.buffer, len, parts: p.parts });
+      done.push({ kind: p.kind, tag: p.tag, buffer: p.buffer, len });
     }
     return done;
   }

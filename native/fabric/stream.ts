@@ -224,7 +224,8 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
   for (let i = 0; i < nBuffers; i++) idle.push(ep.allocBuffer(chunkBytes));
   // Zero-copy sends (fi_sendv of a head buffer and the frames themselves) where the provider
   // needs no registration; SPAWN_FABRIC_COPY=1 turns them off (every chunk copied, as before).
-  const zeroCopy = () => !ep.mrLocal && ep.iovLimit >= 2 && process.env.SPAWN_FABRIC_COPY !== '1';
+  // Read once: a renewed endpoint has the same provider, so the same registration needs.
+  const zeroCopy = !ep.mrLocal && ep.iovLimit >= 2 && process.env.SPAWN_FABRIC_COPY !== '1';
   const heads: NativeBuffer[] = [];
   const isHead = new WeakSet<NativeBuffer>();
   const takeHead = (): NativeBuffer => {
@@ -309,7 +310,7 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
         for (;;) {
           if (!job.staged) {
             if (job.cursor.done || p.credits <= 0) break;
-            const plan = zeroCopy() ? zeroCopyPlan(job, p.chunk - CHUNK_HEADER) : null;
+            const plan = zeroCopy ? zeroCopyPlan(job, p.chunk - CHUNK_HEADER) : null;
             if (plan) {
               const h = takeHead();
               writeChunkHeader(h.buf, p.id, p.seq);
