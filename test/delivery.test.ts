@@ -176,6 +176,7 @@ describe('exactly-once delivery (ZeroMQ)', function () {
     assert.ok(a.length > 0 && b.length > 0, `both receive: ${a.length} and ${b.length}`);
     for (const s of [a, b]) assert.ok(s.every((v, i) => i === 0 || v > s[i - 1]), 'in order');
     assert.equal(new Set([...a, ...b]).size, 4000);
+    assert.equal(a.length + b.length, 4000, 'none delivered to both');
   });
 
   it('router/dealer: requests and replies by identity, exactly once', async function () {

@@ -99,6 +99,9 @@ describe('faults: slow consumer and soak (exactly-once)', function () {
     await new Promise((r) => setTimeout(r, SOAK_MS)); // the soak's length is the point of this test
     const last = sink.latest('sink')!;
     const all = samplers.map((s) => s.stop());
+    // Still streaming at the end: every stage up, and the sink's last message recent.
+    for (const r of [source, middle, sink]) assert.equal(r.proc.exitCode ?? r.proc.signalCode, null, `a stage exited during the soak\n${r.output()}`);
+    assert.ok(Date.now() - last.lastAt < 5000, `the sink's last message is ${Date.now() - last.lastAt} ms old`);
     if (process.env.FAULT_VERBOSE) for (const s of all) console.log(s.map((x) => Math.round(x.rss / 1048576)).join(" "));
     assert.equal(last.outOfOrder, 0, last.firstProblem);
     const rate = (last.count - first.count) / ((last.lastAt - first.lastAt) / 1000);

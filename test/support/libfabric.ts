@@ -9,3 +9,15 @@ export function hasLibfabric(): boolean {
 }
 
 export const LIBFABRIC_INSTALL = 'apt-get install libfabric1';
+
+/**
+ * Whether this machine has an EFA device (as the efa provider finds them: /sys/class/infiniband/efa_*).
+ * Tests of the no-EFA behaviour skip only then; anywhere else a missing warning is a failure.
+ */
+export function hasEfaDevice(): boolean {
+  try {
+    return fs.readdirSync('/sys/class/infiniband').some((d) => d.startsWith('efa'));
+  } catch {
+    return false;
+  }
+}
