@@ -21,13 +21,16 @@ export interface Completion {
 /** Undefined when the runtime has no hooks (Node-RED before 2, or a test harness): then messages are acknowledged when handed over. */
 export function trackCompletion(RED: NodeAPI, node: Node, wires: unknown): Completion | undefined {
   if (!(RED as { hooks?: unknown }).hooks) return undefined;
+  const wired = new Set(Array.isArray(wires) ? (wires as unknown[]).flat().map(String) : []);
   const targets = Array.isArray(wires) ? (wires as unknown[]).flat().length : 0;
   if (targets === 0) return { track: (_id, done) => done(), stop: () => undefined };
   const waiting = new Map<string, { done: () => void; left: number; at: number }>();
   const hook = `onComplete.spawnack${node.id.replace(/[^A-Za-z0-9]/g, '')}`;
-  RED.hooks.add(hook, (ev: { msg?: { _msgid?: string } }) => {
+  RED.hooks.add(hook, (ev: { msg?: { _msgid?: string }; node?: { id?: string } }) => {
     const id = ev.msg?._msgid;
-    if (id === undefined) return;
+    // Only the wired nodes count: a node further downstream completes the same _msgid too, and
+    // would otherwise stand in for a wired node that has not finished.
+    if (id === undefined || (ev.node?.id !== undefined && !wired.has(ev.node.id))) return;
     const w = waiting.get(id);
     if (!w || --w.left > 0) return;
     waiting.delete(id);
