@@ -12,8 +12,18 @@ import * as v8 from 'v8';
  * on the main thread costs less in total there. With many cores the helper threads are free
  * capacity, and V8's default is the better one.
  *
- * `--no-concurrent-marking` cannot be given in NODE_OPTIONS, so it is set here, before the runtime
- * loads; V8 reads the flag each time a marking cycle starts.
+ * Incremental marking goes too, in the same mode. V8 starts an incremental mark whenever the old
+ * generation's headroom is smaller than the young generation (16 MB semi-spaces), and a Node-RED
+ * heap of ~20 MB gets ~24 MB of headroom: the receiving runtime marked its whole heap every
+ * ~60 ms while streaming 64 KiB payloads, though almost nothing in it was garbage. Without
+ * incremental marking V8 runs a full collection only when a limit is really reached; with the
+ * young-generation collections of native/gc-pacer.ts that freed the payloads, the receiver went
+ * from ~60 full collections to 1–4 per 60,000 messages and push → pull from 940–1,040 to
+ * 1,020–1,180 MB/s (BENCHMARKS.md). The price is that a full collection is one pause (20–30 ms
+ * for a stage runtime's heap) instead of many small steps.
+ *
+ * Neither flag can be given in NODE_OPTIONS, so both are set here, before the runtime loads; V8
+ * reads them each time a marking cycle starts.
  */
 
 export type GcMode = 'main-thread' | 'concurrent';
@@ -33,6 +43,9 @@ export function gcModeFor(env: NodeJS.ProcessEnv, cores: number): GcMode {
 
 export function tuneGcForStreaming(env: NodeJS.ProcessEnv = process.env): GcMode {
   const mode = gcModeFor(env, os.availableParallelism());
-  if (mode === 'main-thread') v8.setFlagsFromString('--no-concurrent-marking');
+  if (mode === 'main-thread') {
+    v8.setFlagsFromString('--no-concurrent-marking');
+    v8.setFlagsFromString('--no-incremental-marking');
+  }
   return mode;
 }

@@ -1,3 +1,4 @@
+import { paceStreamedBytes } from './gc-pacer';
 import { decodeFrames, FrameError, WireMessage } from './codec';
 import { Format } from './sender';
 
@@ -22,6 +23,8 @@ export interface ReceiveOptions {
 export function decodeReceived(frames: Buffer[], opts: ReceiveOptions): Received {
   let bytes = 0;
   for (const f of frames) bytes += f.length;
+  // Every transport's received frame sets pass here: the place to pace young-generation collections.
+  paceStreamedBytes(bytes);
   let body = frames;
   let key: Buffer | undefined;
   if (opts.envelope === 1 && !(opts.optionalEnvelope && frames.length === 1)) {

@@ -2,6 +2,7 @@ import * as zmq from 'zeromq';
 import { WireMessage } from './codec';
 import { formatEndpoint, parseEndpoint } from './endpoint';
 import { errorText, StreamError } from './errors';
+import { RECEIVE_YIELD_BYTES } from './gc-pacer';
 import { bindRetrying, watchForNoPeer } from './peer-watch';
 import { decodeReceived } from './receiver';
 import { DEFAULT_BATCH_BYTES, Format, SendCallback, streamSender } from './sender';
@@ -100,6 +101,7 @@ export interface ZmqStream {
 const ZMQ_FRAMES_IN_FLIGHT = 64;
 /** Receive turns between yields to the event loop, so downstream nodes run and backpressure reaches the sender. */
 const YIELD_EVERY = 512;
+
 
 function createSocket(cfg: ZmqStreamConfig): zmq.Socket {
   // libzmq's queues count frames, and a frame may be a batch of up to 64 KiB: a high-water mark of
@@ -273,6 +275,7 @@ export function openZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamHandlers)
       maxMessageSize: cfg.maxMessageSize,
     };
     let sinceYield = 0;
+    let sinceYieldBytes = 0;
     while (!closed) {
       let frames: Buffer[];
       try {
@@ -297,8 +300,9 @@ export function openZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamHandlers)
         else handlers.message(m, got.key);
       }
       sinceYield += got.messages.length;
-      if (sinceYield >= YIELD_EVERY) {
-        sinceYield = 0;
+      sinceYieldBytes += got.bytes;
+      if (sinceYield >= YIELD_EVERY || sinceYieldBytes >= RECEIVE_YIELD_BYTES) {
+        sinceYield = sinceYieldBytes = 0;
         await new Promise<void>((r) => setImmediate(r));
       }
     }

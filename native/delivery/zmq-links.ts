@@ -1,6 +1,7 @@
 import * as zmq from 'zeromq';
 import { formatEndpoint, parseEndpoint } from '../endpoint';
 import { errorText, StreamError } from '../errors';
+import { RECEIVE_YIELD_BYTES } from '../gc-pacer';
 import { bindRetrying, watchForNoPeer } from '../peer-watch';
 import { DEFAULT_BATCH_BYTES, streamSender } from '../sender';
 import type { StreamStatus, ZmqStream, ZmqStreamConfig, ZmqStreamHandlers } from '../zmq';
@@ -125,6 +126,7 @@ export function openReliableZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamH
 
   async function receiveLoop(socket: zmq.Router | zmq.Dealer, linkOf: (frames: Buffer[]) => [string, Buffer, Buffer[]]) {
     let sinceYield = 0;
+    let sinceYieldBytes = 0;
     while (!closed) {
       let frames: Buffer[];
       if (!engine.canReceive()) await engine.whenCanReceive();
@@ -138,8 +140,9 @@ export function openReliableZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamH
       }
       const [key, id, rest] = linkOf(frames);
       engine.receive(key, id, rest);
-      if (++sinceYield >= YIELD_EVERY / 8) {
-        sinceYield = 0;
+      for (const f of frames) sinceYieldBytes += f.length;
+      if (++sinceYield >= YIELD_EVERY / 8 || sinceYieldBytes >= RECEIVE_YIELD_BYTES) {
+        sinceYield = sinceYieldBytes = 0;
         await new Promise<void>((r) => setImmediate(r));
       }
     }
