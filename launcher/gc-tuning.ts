@@ -12,15 +12,18 @@ import * as v8 from 'v8';
  * on the main thread costs less in total there. With many cores the helper threads are free
  * capacity, and V8's default is the better one.
  *
- * Incremental marking goes too, in the same mode. V8 starts an incremental mark whenever the old
- * generation's headroom is smaller than the young generation (16 MB semi-spaces), and a Node-RED
- * heap of ~20 MB gets ~24 MB of headroom: the receiving runtime marked its whole heap every
- * ~60 ms while streaming 64 KiB payloads, though almost nothing in it was garbage. Without
- * incremental marking V8 runs a full collection only when a limit is really reached; with the
- * young-generation collections of native/gc-pacer.ts that freed the payloads, the receiver went
- * from ~60 full collections to 1–4 per 60,000 messages and push → pull from 940–1,040 to
- * 1,020–1,180 MB/s (BENCHMARKS.md). The price is that a full collection is one pause (20–30 ms
- * for a stage runtime's heap) instead of many small steps.
+ * Incremental marking goes too in that mode, unless the stage runs RDMA nodes. V8 starts an
+ * incremental mark whenever the old generation's headroom is smaller than the young generation
+ * (16 MB semi-spaces), and a Node-RED heap of ~20 MB gets ~24 MB of headroom: a receiving runtime
+ * marked its whole heap every ~60 ms while streaming 64 KiB payloads over ZeroMQ, though almost
+ * nothing in it was garbage. Without incremental marking V8 runs a full collection only when a
+ * limit is really reached; with the young-generation collections of native/gc-pacer.ts freeing
+ * the payloads, that receiver went from ~60 full collections to 1–4 per 60,000 messages and
+ * push → pull from 940–1,040 to 1,020–1,180 MB/s (BENCHMARKS.md). The price is one pause
+ * (20–30 ms for a stage runtime's heap) per full collection instead of many small steps. The
+ * efa in's receive buffers are posted long before they fill, so they outlive young collections
+ * and need full ones anyway; there the long pauses stall the credit round trips, and rdma out →
+ * efa in over shm at 64 KiB ran at 630–720 MB/s without incremental marking, 750–830 with it.
  *
  * Neither flag can be given in NODE_OPTIONS, so both are set here, before the runtime loads; V8
  * reads them each time a marking cycle starts.
@@ -41,11 +44,18 @@ export function gcModeFor(env: NodeJS.ProcessEnv, cores: number): GcMode {
   return cores <= MAIN_THREAD_MARKING_MAX_CORES ? 'main-thread' : 'concurrent';
 }
 
-export function tuneGcForStreaming(env: NodeJS.ProcessEnv = process.env): GcMode {
+/** The node types whose transport waits on credit round trips (see above): their stages keep incremental marking. */
+const RDMA_TYPES = new Set(['spawn-rdma-out', 'spawn-efa-in']);
+
+/** The V8 flags for a stage: `nodeTypes` are the types of the nodes it runs. */
+export function gcFlagsFor(mode: GcMode, nodeTypes: Iterable<string>): string[] {
+  if (mode === 'concurrent') return [];
+  for (const t of nodeTypes) if (RDMA_TYPES.has(t)) return ['--no-concurrent-marking'];
+  return ['--no-concurrent-marking', '--no-incremental-marking'];
+}
+
+export function tuneGcForStreaming(nodeTypes: Iterable<string>, env: NodeJS.ProcessEnv = process.env): GcMode {
   const mode = gcModeFor(env, os.availableParallelism());
-  if (mode === 'main-thread') {
-    v8.setFlagsFromString('--no-concurrent-marking');
-    v8.setFlagsFromString('--no-incremental-marking');
-  }
+  for (const flag of gcFlagsFor(mode, nodeTypes)) v8.setFlagsFromString(flag);
   return mode;
 }

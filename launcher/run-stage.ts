@@ -102,8 +102,9 @@ export async function startRun(opts: RunOptions): Promise<Running> {
   if (stage?.command) return runExternal(stage, env, `${where}: external program: ${stage.command}; ${source}`);
 
   Object.assign(process.env, env);
+  const runFlow = stage ? stageFlow(flow, stage) : flow;
   try {
-    tuneGcForStreaming();
+    tuneGcForStreaming(runFlow.map((n) => n.type));
   } catch (e) {
     throw new RunError(`${where}: ${(e as Error).message}`);
   }
@@ -111,7 +112,6 @@ export async function startRun(opts: RunOptions): Promise<Running> {
   const userDir = opts.userDir ?? tempDir!;
   fs.mkdirSync(userDir, { recursive: true });
   const flowFile = path.join(userDir, stage ? `flows-${stage.stageId}.json` : 'flows.json');
-  const runFlow = stage ? stageFlow(flow, stage) : flow;
   fs.writeFileSync(flowFile, JSON.stringify(runFlow, null, 1));
   const nodesExcludes = process.env.SPAWN_RED_ALL_NODES ? [] : unusedCoreNodeFiles(runFlow);
   const rt = await startRuntime({ flowFile, userDir, logLevel: opts.logLevel, nodesDirs: opts.nodesDirs, settings: { nodesExcludes } });

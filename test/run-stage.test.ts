@@ -3,7 +3,7 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { gcModeFor } from '../launcher/gc-tuning';
+import { gcFlagsFor, gcModeFor } from '../launcher/gc-tuning';
 import { PeerFile, PeerInfo } from '../native/peers';
 import { ChildRuntime, startChildRuntime } from './support/child-runtime';
 import { freePort } from './support/nr';
@@ -114,12 +114,16 @@ describe('spawn-red run: one stage per process, peers from the peer-discovery fi
     assert.match(r.stderr, /is for stage "producer", not "consumer"/);
   });
 
-  it('marks the heap on the main thread on small machines, as SPAWN_GC asks, and names a bad SPAWN_GC', function () {
+  it('marks the heap on the main thread on small machines (atomically, except in RDMA stages), as SPAWN_GC asks, and names a bad SPAWN_GC', function () {
     assert.equal(gcModeFor({}, 2), 'main-thread');
     assert.equal(gcModeFor({}, 4), 'main-thread');
     assert.equal(gcModeFor({}, 8), 'concurrent');
     assert.equal(gcModeFor({ SPAWN_GC: 'concurrent' }, 2), 'concurrent');
     assert.equal(gcModeFor({ SPAWN_GC: 'main-thread' }, 64), 'main-thread');
+    // Atomic marking where receivers pace young collections; incremental where RDMA credits wait on pauses.
+    assert.deepEqual(gcFlagsFor('main-thread', ['spawn-pull', 'seq-sink']), ['--no-concurrent-marking', '--no-incremental-marking']);
+    assert.deepEqual(gcFlagsFor('main-thread', ['spawn-efa-in', 'seq-sink']), ['--no-concurrent-marking']);
+    assert.deepEqual(gcFlagsFor('concurrent', ['spawn-pull']), []);
     const flowFile = path.join(dir, 'flows.json');
     fs.writeFileSync(flowFile, JSON.stringify(pipelineFlow(5555)));
     const r = spawnSync(process.execPath, [CLI, 'run', '--flow', flowFile, '--stage', 'consumer'], {
