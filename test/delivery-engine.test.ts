@@ -86,15 +86,16 @@ describe('delivery engine (in-memory transport)', function () {
   });
 
   it('lost frame sets are asked for again: all arrive once, in order', async function () {
-    this.timeout(60_000);
     const p = pair();
     try {
       await until('link up', () => p.a.peers === 1);
-      p.wire.drop = (_f, n) => n % 7 === 3; // every seventh data frame set vanishes, resends too
+      // One data frame set in seven vanishes, resends too, chosen by a seeded generator. (Every
+      // seventh by count could drop the same resend forever: a tail of 7k frame sets resent
+      // together puts the gap at the same count each round. It did once in a full suite.)
+      let seed = 12345;
+      p.wire.drop = () => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 16) % 7 === 0;
       for (let i = 0; i < 500; i++) await p.a.transmit(msg(i));
-      // Resends are dropped too, so recovery takes rounds of beats: usually ~1 s, but a full
-      // suite on 2 busy cores once needed more than 10 s.
-      await until('all delivered', () => p.delivered.length >= 500, 30_000);
+      await until('all delivered', () => p.delivered.length >= 500, 10_000);
       assert.deepEqual(p.delivered, Array.from({ length: 500 }, (_, i) => i));
       assert.ok(p.a.redelivered > 0, 'some were resent');
       assert.ok(await p.a.settle(5000), 'everything acknowledged in the end');
