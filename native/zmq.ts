@@ -1,5 +1,6 @@
 import * as zmq from 'zeromq';
 import { WireMessage } from './codec';
+import { describeKey } from './describe-key';
 import { formatEndpoint, parseEndpoint } from './endpoint';
 import { errorText, StreamError } from './errors';
 import { RECEIVE_YIELD_BYTES } from './gc-pacer';
@@ -362,11 +363,6 @@ export function openZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamHandlers)
       return undelivered;
     },
   };
-}
-
-function describeKey(key: Buffer | undefined): string {
-  if (!key) return '(none)';
-  return /^[\x20-\x7e]+$/.test(key.toString('latin1')) ? `"${key.toString('latin1')}"` : `0x${key.toString('hex')}`;
 }
 
 /**

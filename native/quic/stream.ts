@@ -1,5 +1,6 @@
 import * as dns from 'dns';
 import * as net from 'net';
+import { describeKey } from '../describe-key';
 import { parseEndpoint } from '../endpoint';
 import { errorText, StreamError } from '../errors';
 import { bindRetrying, watchForNoPeer } from '../peer-watch';
@@ -552,9 +553,4 @@ function startsWith(topic: Buffer, prefix: Buffer): boolean {
 
 function randomIdentity(): string {
   return '00' + Math.floor(Math.random() * 0xffffffff).toString(16).padStart(8, '0');
-}
-
-function describeKey(key: Buffer | undefined): string {
-  if (!key) return '(none)';
-  return /^[\x20-\x7e]+$/.test(key.toString('latin1')) ? `"${key.toString('latin1')}"` : `0x${key.toString('hex')}`;
 }
