@@ -5,6 +5,7 @@ import { openQuicStream, QuicLinkLayer, QuicStream, QuicStreamConfig } from '../
 import type { ZmqStreamHandlers } from '../zmq';
 import { deliverFrameSet, DeliverContext, ReceiveCounts } from './deliver';
 import { DeliveryEngine, Link } from './engine';
+import { BEAT_MS, messageCount, WINDOW_BYTES } from './settings';
 
 /**
  * Exactly-once delivery over QUIC: the delivery engine (./engine.ts) on the connections of a QUIC
@@ -27,9 +28,6 @@ import { DeliveryEngine, Link } from './engine';
  * connections: QUIC flow control then holds the senders back, as the window does.
  */
 
-/** Bytes in flight per stream, as over ZeroMQ: 256 messages of 64 KiB. */
-const WINDOW_BYTES = 16 * 1024 * 1024;
-const BEAT_MS = 200;
 /** A connection with this much unsent skips heartbeats and acknowledgements (later ones follow). */
 const CONTROL_SKIP_BYTES = 4 * 1024 * 1024;
 
@@ -57,7 +55,7 @@ export function openReliableQuicStream(cfg: QuicStreamConfig, handlers: ZmqStrea
       ackOnDone: handlers.acknowledges === true,
       maxUndone: pattern === 'pull' ? { messages: Math.min(cfg.queueLimit / 4, 16_384), bytes: 16 * 1024 * 1024 } : undefined,
       watermarks: cfg.watermarks,
-      count: (frames) => (format === 'raw' ? 1 : frames[0].readUInt32LE(4)),
+      count: messageCount(format),
     },
     {
       send(key, frames, control) {
