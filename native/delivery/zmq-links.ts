@@ -8,8 +8,7 @@ import type { StreamStatus, ZmqStream, ZmqStreamConfig, ZmqStreamHandlers } from
 import { deliverFrameSet, DeliverContext, ReceiveCounts } from './deliver';
 import { DeliveryEngine, Link } from './engine';
 import { BEAT_MS, messageCount, WINDOW_BYTES } from './settings';
-import { curveSocketOptions } from '../curve';
-import { watchCurve } from '../zmq';
+import { curveSocketOptions, watchCurve } from '../curve';
 
 /**
  * Exactly-once delivery over ZeroMQ.
