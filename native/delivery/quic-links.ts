@@ -1,7 +1,7 @@
 import { errorText, StreamError } from '../errors';
 import type { QuicConn } from '../quic/engine';
 import { encodeData } from '../quic/framing';
-import { openQuicStream, QuicLinkLayer, QuicStream, QuicStreamConfig } from '../quic/stream';
+import type { QuicLinkLayer, QuicStreamConfig } from '../quic/stream';
 import type { ZmqStreamHandlers } from '../zmq';
 import { deliverFrameSet, DeliverContext, ReceiveCounts } from './deliver';
 import { DeliveryEngine, Link } from './engine';
@@ -10,6 +10,8 @@ import { BEAT_MS, messageCount, WINDOW_BYTES } from './settings';
 /**
  * Exactly-once delivery over QUIC: the delivery engine (./engine.ts) on the connections of a QUIC
  * stream (native/quic/stream.ts), which still binds, dials, verifies certificates and greets.
+ * openQuicStream plugs this link layer in itself when asked for `delivery: 'exactly-once'`; this
+ * module does not import the stream, so the two do not form an import cycle.
  *
  * Every connection carries one link both ways, whatever the pattern: frame sets with their delivery
  * header go as DATA records, and acknowledgements and heartbeats come back the same way, so a push
@@ -31,7 +33,8 @@ import { BEAT_MS, messageCount, WINDOW_BYTES } from './settings';
 /** A connection with this much unsent skips heartbeats and acknowledgements (later ones follow). */
 const CONTROL_SKIP_BYTES = 4 * 1024 * 1024;
 
-export function openReliableQuicStream(cfg: QuicStreamConfig, handlers: ZmqStreamHandlers): QuicStream {
+/** The link layer of an exactly-once QUIC stream (see QuicLinkLayer). */
+export function quicLinks(cfg: QuicStreamConfig, handlers: ZmqStreamHandlers): QuicLinkLayer {
   const pattern = cfg.pattern;
   const format = cfg.format;
   const where = [...cfg.bind, ...cfg.connect].join(', ') || '(no endpoint)';
@@ -99,7 +102,7 @@ export function openReliableQuicStream(cfg: QuicStreamConfig, handlers: ZmqStrea
   }, BEAT_MS);
   watch.unref();
 
-  const links: QuicLinkLayer = {
+  return {
     transmit: (frames) => engine.transmit(frames),
     up(key, id, conn) {
       const old = conns.get(key);
@@ -131,12 +134,7 @@ export function openReliableQuicStream(cfg: QuicStreamConfig, handlers: ZmqStrea
       clearInterval(watch);
       return engine.close();
     },
+    // The stream counts what its at-most-once path decodes; here the engine delivers.
+    received: counts,
   };
-
-  const stream = openQuicStream({ ...cfg, links }, handlers);
-  // The stream counts what its at-most-once path decodes; here the engine delivers.
-  const stats = stream.stats.bind(stream);
-  return Object.assign(stream, {
-    stats: () => ({ ...stats(), receivedMessages: counts.messages, receivedBytes: counts.bytes }),
-  });
 }
