@@ -179,6 +179,12 @@ export class DeliveryEngine {
     return n;
   }
 
+  /** When a link last brought a well-formed frame set (ms since the epoch); undefined for a link never heard or forgotten. */
+  heardAt(key: string): number | undefined {
+    const t = this.links.get(key)?.lastHeard;
+    return t ? t : undefined;
+  }
+
   /** A link the transport knows before hearing from it (a connect endpoint): beats start at once. */
   addLink(key: string, id: Buffer): Link {
     let link = this.links.get(key);

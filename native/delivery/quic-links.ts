@@ -23,8 +23,8 @@ import { BEAT_MS, messageCount, WINDOW_BYTES } from './settings';
  * timeout.
  *
  * QUIC gives no sign when a peer vanishes (a SIGKILLed process sends no CONNECTION_CLOSE, and the
- * idle timeout is 30 s), so the heartbeats decide: a connection that brought nothing for the peer
- * timeout is closed here, and the connecting side dials again at once.
+ * idle timeout is 30 s), so the heartbeats decide: a connection whose link the engine has not heard
+ * from for the peer timeout is closed here, and the connecting side dials again at once.
  *
  * An exactly-once receiver that is behind (DeliveryOptions.maxUndone) stops reading its
  * connections: QUIC flow control then holds the senders back, as the window does.
@@ -39,10 +39,14 @@ export function quicLinks(cfg: QuicStreamConfig, handlers: ZmqStreamHandlers): Q
   const format = cfg.format;
   const where = [...cfg.bind, ...cfg.connect].join(', ') || '(no endpoint)';
   const deadMs = cfg.noPeerMs ?? 5000;
-  /** The connection each link is on now, the id the application sees, and when it last brought anything. */
+  /**
+   * The connection each link is on now, the id the application sees, and since when the peer's
+   * silence counts: the connection came up, or we read again after holding back. When the peer was
+   * last heard is the engine's (DeliveryEngine.heardAt), not kept a second time here.
+   */
   const conns = new Map<string, QuicConn>();
   const ids = new Map<string, Buffer>();
-  const heard = new Map<string, number>();
+  const since = new Map<string, number>();
   let paused = false;
   let stopped = false;
   const counts: ReceiveCounts = { messages: 0, bytes: 0 };
@@ -87,7 +91,7 @@ export function quicLinks(cfg: QuicStreamConfig, handlers: ZmqStreamHandlers): Q
       paused = false;
       const now = Date.now();
       // Silence while we did not read is ours, not the peer's.
-      for (const k of heard.keys()) heard.set(k, now);
+      for (const k of since.keys()) since.set(k, now);
       for (const c of conns.values()) c.resume();
     });
   };
@@ -96,7 +100,7 @@ export function quicLinks(cfg: QuicStreamConfig, handlers: ZmqStreamHandlers): Q
     if (paused || stopped) return;
     const now = Date.now();
     for (const [key, conn] of conns) {
-      const last = heard.get(key) ?? now;
+      const last = Math.max(since.get(key) ?? now, engine.heardAt(key) ?? 0);
       if (now - last > deadMs) conn.close(`no heartbeat from the peer for ${now - last} ms`);
     }
   }, BEAT_MS);
@@ -109,20 +113,19 @@ export function quicLinks(cfg: QuicStreamConfig, handlers: ZmqStreamHandlers): Q
       if (old && old !== conn && !old.closed) old.close('replaced by a new connection on the same link');
       conns.set(key, conn);
       ids.set(key, Buffer.from(id));
-      heard.set(key, Date.now());
+      since.set(key, Date.now());
       if (paused) conn.pause();
       // The connecting side knows its link before hearing from it: it beats first.
       if (key.startsWith('c:')) engine.addLink(key, Buffer.from(id));
     },
     frames(key, frames) {
-      heard.set(key, Date.now());
       engine.receive(key, ids.get(key) ?? Buffer.from(key, 'latin1'), frames);
       holdBack();
     },
     down(key, conn) {
       if (conns.get(key) !== conn) return;
       conns.delete(key);
-      heard.delete(key);
+      since.delete(key);
       ids.delete(key);
     },
     get inFlight() {
