@@ -1,6 +1,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import * as zmq from 'zeromq';
+import { errorText, StreamError } from './errors';
 
 /**
  * CurveZMQ for the ZeroMQ transport: every connection of a pipeline is encrypted and authenticated
@@ -73,6 +74,32 @@ export function curveSocketOptions(keys: CurveKeys, binds: boolean): Record<stri
   return binds
     ? { curveServer: true, curvePublicKey: keys.publicKey, curveSecretKey: keys.secretKey, zapDomain: CURVE_ZAP_DOMAIN }
     : { curveServerKey: keys.publicKey, curvePublicKey: keys.publicKey, curveSecretKey: keys.secretKey };
+}
+
+/**
+ * CurveZMQ failures, reported clearly: a client refused by this server (its key is not the
+ * pipeline's), or a server whose key is not the one this client expects.
+ */
+export function watchCurve(
+  events: zmq.Observer,
+  where: string,
+  cfg: { curve?: CurveKeys; bind: string[] },
+  settled: () => void,
+  handlers: { problem(err: StreamError): void },
+): void {
+  if (!cfg.curve) return;
+  events.on('handshake:error:auth', (ev) => {
+    settled();
+    handlers.problem(new StreamError('EAUTH', `refused a peer on ${ev.address}: its CurveZMQ key is not this pipeline's (status ${ev.error.status ?? '?'}); connection dropped`));
+  });
+  if (cfg.bind.length === 0) {
+    const failed = (ev: { address: string; error: Error }) =>
+      handlers.problem(
+        new StreamError('EAUTH', `the encrypted handshake with ${ev.address} failed (${errorText(ev.error)}): the peer does not use this pipeline's CurveZMQ key, or no encryption`),
+      );
+    events.on('handshake:error:protocol', failed);
+    events.on('handshake:error:other', failed);
+  }
 }
 
 // ---- ZAP (ZeroMQ's authentication protocol, RFC 27): one handler per process ----

@@ -1,5 +1,6 @@
 import * as zmq from 'zeromq';
 import { WireMessage } from './codec';
+import { describeKey } from './describe-key';
 import { formatEndpoint, parseEndpoint } from './endpoint';
 import { errorText, StreamError } from './errors';
 import { RECEIVE_YIELD_BYTES } from './gc-pacer';
@@ -8,7 +9,7 @@ import { decodeReceived } from './receiver';
 import { DEFAULT_BATCH_BYTES, Format, SendCallback, streamSender } from './sender';
 import { openReliableZmqStream } from './delivery/zmq-links';
 import type { WatermarkStore } from './delivery/engine';
-import { CurveKeys, curveSocketOptions } from './curve';
+import { CurveKeys, curveSocketOptions, watchCurve } from './curve';
 
 /**
  * The six ZeroMQ patterns behind one small interface: a stream that sends (push, pub, router,
@@ -362,35 +363,4 @@ export function openZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamHandlers)
       return undelivered;
     },
   };
-}
-
-function describeKey(key: Buffer | undefined): string {
-  if (!key) return '(none)';
-  return /^[\x20-\x7e]+$/.test(key.toString('latin1')) ? `"${key.toString('latin1')}"` : `0x${key.toString('hex')}`;
-}
-
-/**
- * CurveZMQ failures, reported clearly: a client refused by this server (its key is not the
- * pipeline's), or a server whose key is not the one this client expects.
- */
-export function watchCurve(
-  events: zmq.Observer,
-  where: string,
-  cfg: ZmqStreamConfig,
-  settled: () => void,
-  handlers: Pick<ZmqStreamHandlers, 'problem'>,
-): void {
-  if (!cfg.curve) return;
-  events.on('handshake:error:auth', (ev) => {
-    settled();
-    handlers.problem(new StreamError('EAUTH', `refused a peer on ${ev.address}: its CurveZMQ key is not this pipeline's (status ${ev.error.status ?? '?'}); connection dropped`));
-  });
-  if (cfg.bind.length === 0) {
-    const failed = (ev: { address: string; error: Error }) =>
-      handlers.problem(
-        new StreamError('EAUTH', `the encrypted handshake with ${ev.address} failed (${errorText(ev.error)}): the peer does not use this pipeline's CurveZMQ key, or no encryption`),
-      );
-    events.on('handshake:error:protocol', failed);
-    events.on('handshake:error:other', failed);
-  }
 }

@@ -1,11 +1,13 @@
 import { strict as assert } from 'assert';
-import { openReliableQuicStream } from '../native/delivery/quic-links';
 import { StreamError } from '../native/errors';
 import { openQuicStream, QuicStream, QuicStreamConfig } from '../native/quic/stream';
 import { Pattern } from '../native/zmq';
 import { freeUdpPort, quicIdentities, quicTestConfig, startLossyRelay } from './support/quic';
 
-/** Exactly-once over QUIC in one process, real UDP on loopback: the link layer (native/delivery/quic-links.ts). */
+/**
+ * Exactly-once over QUIC in one process, real UDP on loopback: the link layer (native/delivery/quic-links.ts),
+ * reached as every caller reaches it, through openQuicStream with `delivery: 'exactly-once'`.
+ */
 
 interface Opened {
   stream: QuicStream;
@@ -23,7 +25,7 @@ function quic(pattern: Pattern, tlsDir: string, where: { bind?: number; connect?
     status: () => undefined,
     problem: (e: StreamError) => o.problems.push(e),
   };
-  o.stream = exactlyOnce ? openReliableQuicStream(cfg, handlers) : openQuicStream(cfg, handlers);
+  o.stream = openQuicStream(cfg, handlers);
   open.push(o);
   return o;
 }
@@ -62,6 +64,37 @@ describe('exactly-once over QUIC (native)', function () {
     // A clean close waits for the acknowledgements: nothing is left undelivered.
     assert.equal(await push.stream.close(5000), 0);
     assert.deepEqual(push.problems, []);
+  });
+
+  it("openQuicStream with delivery 'exactly-once' is exactly-once itself: acknowledged on done(), not at-most-once", async function () {
+    // Called directly, as a library user would, with no link layer given: the stream must make it.
+    const port = await freeUdpPort();
+    const statuses: string[] = [];
+    const dones: Array<(() => void) | undefined> = [];
+    const problems: StreamError[] = [];
+    const eo = { noPeerMs: 1000, delivery: 'exactly-once' as const };
+    const push = openQuicStream(quicTestConfig('push', dirs[0], { bind: port }, eo), {
+      message: () => undefined,
+      status: (s) => statuses.push(s.text),
+      problem: (e) => problems.push(e),
+    });
+    const pull = openQuicStream(quicTestConfig('pull', dirs[1], { connect: [port] }, eo), {
+      message: (_m, _key, done) => dones.push(done),
+      acknowledges: true,
+      status: () => undefined,
+      problem: (e) => problems.push(e),
+    });
+    open.push({ stream: push, got: [], problems }, { stream: pull, got: [], problems });
+    await new Promise<void>((res, rej) => push.send('one', undefined, undefined, (e) => (e ? rej(e) : res())));
+    await until('delivered', () => dones.length === 1);
+    assert.equal(typeof dones[0], 'function', 'an exactly-once receiver is given done() to acknowledge with');
+    assert.ok(statuses.some((t) => /exactly-once/.test(t)), `status says exactly-once: ${statuses.join(' | ')}`);
+    // Held by the sender's window until the receiver is done with it.
+    assert.equal(push.stats().queued, 1);
+    dones[0]!();
+    await until('acknowledged', () => push.stats().queued === 0);
+    assert.equal(pull.stats().receivedMessages, 1);
+    assert.deepEqual(problems, []);
   });
 
   it('router ↔ dealer: requests and replies by identity, both ways exactly-once', async function () {

@@ -1,3 +1,4 @@
+import { describeKey } from '../describe-key';
 import { StreamError } from '../errors';
 import { decodeHeader, DeliveryError, encodeHeader, Header, Kind, randomId } from './protocol';
 
@@ -178,6 +179,12 @@ export class DeliveryEngine {
     return n;
   }
 
+  /** When a link last brought a well-formed frame set (ms since the epoch); undefined for a link never heard or forgotten. */
+  heardAt(key: string): number | undefined {
+    const t = this.links.get(key)?.lastHeard;
+    return t ? t : undefined;
+  }
+
   /** A link the transport knows before hearing from it (a connect endpoint): beats start at once. */
   addLink(key: string, id: Buffer): Link {
     let link = this.links.get(key);
@@ -197,7 +204,7 @@ export class DeliveryEngine {
     try {
       h = decodeHeader(frames[0]);
     } catch (e) {
-      this.io.problem(new StreamError('EBADFRAME', `dropped a malformed message from ${describe(id)}: ${(e as DeliveryError).message}`));
+      this.io.problem(new StreamError('EBADFRAME', `dropped a malformed message from ${describeKey(id)}: ${(e as DeliveryError).message}`));
       return;
     }
     let link = this.links.get(key);
@@ -243,7 +250,7 @@ export class DeliveryEngine {
       if (this.closed) throw new StreamError('ECLOSED', 'the node is closing; message not sent');
       if (this.opts.addressed) {
         link = this.byId.get(frames[0].toString('latin1'));
-        if (!link) throw new StreamError('EHOSTUNREACH', `no peer with identity ${describe(frames[0])} is connected`);
+        if (!link) throw new StreamError('EHOSTUNREACH', `no peer with identity ${describeKey(frames[0])} is connected`);
       } else link = this.pick();
       if (link && link.up && this.hasRoom(bytes)) break;
       await new Promise<void>((r) => this.waiters.push(r));
@@ -474,7 +481,7 @@ export class DeliveryEngine {
         const n = link.unacked.reduce((sum, e) => sum + e.count - e.acked, 0);
         if (n > 0) {
           this.io.problem(
-            new StreamError('EPEERLOST', `peer ${describe(link.id)} silent for ${now - link.lastHeard} ms with ${n} messages unacknowledged; they go to another instance when there is one`),
+            new StreamError('EPEERLOST', `peer ${describeKey(link.id)} silent for ${now - link.lastHeard} ms with ${n} messages unacknowledged; they go to another instance when there is one`),
           );
         }
         this.failOver(link);
@@ -498,7 +505,7 @@ export class DeliveryEngine {
       const n = link.unacked.reduce((s, e) => s + e.count, 0);
       this.release(link, link.unacked.length);
       this.io.problem(
-        new StreamError('EHOSTUNREACH', `${n} message${n === 1 ? '' : 's'} to ${describe(link.id)} not acknowledged: the peer did not return within ${this.opts.deadMs} ms`),
+        new StreamError('EHOSTUNREACH', `${n} message${n === 1 ? '' : 's'} to ${describeKey(link.id)} not acknowledged: the peer did not return within ${this.opts.deadMs} ms`),
       );
       return;
     }
@@ -565,8 +572,4 @@ export class DeliveryEngine {
 /** How many messages from `originSeq` (at most `count`) a session had completed. */
 function finishedOf(st: SessionState | undefined, originSeq: number, count: number): number {
   return st ? Math.min(count, Math.max(0, st.done - originSeq)) : 0;
-}
-
-function describe(id: Buffer): string {
-  return /^[\x20-\x7e]+$/.test(id.toString('latin1')) ? `"${id.toString('latin1')}"` : `0x${id.toString('hex')}`;
 }

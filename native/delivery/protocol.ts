@@ -1,3 +1,5 @@
+import { readU64, writeU64 } from './u64';
+
 /**
  * The delivery header of exactly-once mode: one small frame put before every frame set on a link,
  * and the control messages (acknowledgements, heartbeats) that travel back on the same link.
@@ -16,7 +18,7 @@
  *        that link's session, and seq/base are its next and base sequence numbers, so a receiver
  *        notices a lost tail even when no newer data follows it.
  *
- * Sequence numbers are JavaScript numbers (exact to 2^53), written as two u32 halves.
+ * Sequence numbers are JavaScript numbers (exact to 2^53), written as two u32 halves (./u64.ts).
  *
  * A DATA frame set moved to another link by a fail-over carries 16 bytes more (52 in all): the
  * session and sequence number it was first sent with, origin(8) originSeq(u64 LE). A receiver that
@@ -51,15 +53,6 @@ export interface Header {
 
 export class DeliveryError extends Error {
   readonly code = 'EBADFRAME';
-}
-
-function writeU64(b: Buffer, at: number, n: number): void {
-  b.writeUInt32LE(n % 0x1_0000_0000, at);
-  b.writeUInt32LE(Math.floor(n / 0x1_0000_0000), at + 4);
-}
-
-function readU64(b: Buffer, at: number): number {
-  return b.readUInt32LE(at) + b.readUInt32LE(at + 4) * 0x1_0000_0000;
 }
 
 export function encodeHeader(kind: Kind, id: Buffer, seq: number, base: number, count: number, skip = 0, origin?: Buffer, originSeq = 0): Buffer {

@@ -1,14 +1,17 @@
 import { errorText, StreamError } from '../errors';
 import type { QuicConn } from '../quic/engine';
 import { encodeData } from '../quic/framing';
-import { openQuicStream, QuicLinkLayer, QuicStream, QuicStreamConfig } from '../quic/stream';
+import type { QuicLinkLayer, QuicStreamConfig } from '../quic/stream';
 import type { ZmqStreamHandlers } from '../zmq';
 import { deliverFrameSet, DeliverContext, ReceiveCounts } from './deliver';
 import { DeliveryEngine, Link } from './engine';
+import { BEAT_MS, messageCount, WINDOW_BYTES } from './settings';
 
 /**
  * Exactly-once delivery over QUIC: the delivery engine (./engine.ts) on the connections of a QUIC
  * stream (native/quic/stream.ts), which still binds, dials, verifies certificates and greets.
+ * openQuicStream plugs this link layer in itself when asked for `delivery: 'exactly-once'`; this
+ * module does not import the stream, so the two do not form an import cycle.
  *
  * Every connection carries one link both ways, whatever the pattern: frame sets with their delivery
  * header go as DATA records, and acknowledgements and heartbeats come back the same way, so a push
@@ -20,28 +23,30 @@ import { DeliveryEngine, Link } from './engine';
  * timeout.
  *
  * QUIC gives no sign when a peer vanishes (a SIGKILLed process sends no CONNECTION_CLOSE, and the
- * idle timeout is 30 s), so the heartbeats decide: a connection that brought nothing for the peer
- * timeout is closed here, and the connecting side dials again at once.
+ * idle timeout is 30 s), so the heartbeats decide: a connection whose link the engine has not heard
+ * from for the peer timeout is closed here, and the connecting side dials again at once.
  *
  * An exactly-once receiver that is behind (DeliveryOptions.maxUndone) stops reading its
  * connections: QUIC flow control then holds the senders back, as the window does.
  */
 
-/** Bytes in flight per stream, as over ZeroMQ: 256 messages of 64 KiB. */
-const WINDOW_BYTES = 16 * 1024 * 1024;
-const BEAT_MS = 200;
 /** A connection with this much unsent skips heartbeats and acknowledgements (later ones follow). */
 const CONTROL_SKIP_BYTES = 4 * 1024 * 1024;
 
-export function openReliableQuicStream(cfg: QuicStreamConfig, handlers: ZmqStreamHandlers): QuicStream {
+/** The link layer of an exactly-once QUIC stream (see QuicLinkLayer). */
+export function quicLinks(cfg: QuicStreamConfig, handlers: ZmqStreamHandlers): QuicLinkLayer {
   const pattern = cfg.pattern;
   const format = cfg.format;
   const where = [...cfg.bind, ...cfg.connect].join(', ') || '(no endpoint)';
   const deadMs = cfg.noPeerMs ?? 5000;
-  /** The connection each link is on now, the id the application sees, and when it last brought anything. */
+  /**
+   * The connection each link is on now, the id the application sees, and since when the peer's
+   * silence counts: the connection came up, or we read again after holding back. When the peer was
+   * last heard is the engine's (DeliveryEngine.heardAt), not kept a second time here.
+   */
   const conns = new Map<string, QuicConn>();
   const ids = new Map<string, Buffer>();
-  const heard = new Map<string, number>();
+  const since = new Map<string, number>();
   let paused = false;
   let stopped = false;
   const counts: ReceiveCounts = { messages: 0, bytes: 0 };
@@ -57,7 +62,7 @@ export function openReliableQuicStream(cfg: QuicStreamConfig, handlers: ZmqStrea
       ackOnDone: handlers.acknowledges === true,
       maxUndone: pattern === 'pull' ? { messages: Math.min(cfg.queueLimit / 4, 16_384), bytes: 16 * 1024 * 1024 } : undefined,
       watermarks: cfg.watermarks,
-      count: (frames) => (format === 'raw' ? 1 : frames[0].readUInt32LE(4)),
+      count: messageCount(format),
     },
     {
       send(key, frames, control) {
@@ -86,7 +91,7 @@ export function openReliableQuicStream(cfg: QuicStreamConfig, handlers: ZmqStrea
       paused = false;
       const now = Date.now();
       // Silence while we did not read is ours, not the peer's.
-      for (const k of heard.keys()) heard.set(k, now);
+      for (const k of since.keys()) since.set(k, now);
       for (const c of conns.values()) c.resume();
     });
   };
@@ -95,33 +100,32 @@ export function openReliableQuicStream(cfg: QuicStreamConfig, handlers: ZmqStrea
     if (paused || stopped) return;
     const now = Date.now();
     for (const [key, conn] of conns) {
-      const last = heard.get(key) ?? now;
+      const last = Math.max(since.get(key) ?? now, engine.heardAt(key) ?? 0);
       if (now - last > deadMs) conn.close(`no heartbeat from the peer for ${now - last} ms`);
     }
   }, BEAT_MS);
   watch.unref();
 
-  const links: QuicLinkLayer = {
+  return {
     transmit: (frames) => engine.transmit(frames),
     up(key, id, conn) {
       const old = conns.get(key);
       if (old && old !== conn && !old.closed) old.close('replaced by a new connection on the same link');
       conns.set(key, conn);
       ids.set(key, Buffer.from(id));
-      heard.set(key, Date.now());
+      since.set(key, Date.now());
       if (paused) conn.pause();
       // The connecting side knows its link before hearing from it: it beats first.
       if (key.startsWith('c:')) engine.addLink(key, Buffer.from(id));
     },
     frames(key, frames) {
-      heard.set(key, Date.now());
       engine.receive(key, ids.get(key) ?? Buffer.from(key, 'latin1'), frames);
       holdBack();
     },
     down(key, conn) {
       if (conns.get(key) !== conn) return;
       conns.delete(key);
-      heard.delete(key);
+      since.delete(key);
       ids.delete(key);
     },
     get inFlight() {
@@ -133,12 +137,7 @@ export function openReliableQuicStream(cfg: QuicStreamConfig, handlers: ZmqStrea
       clearInterval(watch);
       return engine.close();
     },
+    // The stream counts what its at-most-once path decodes; here the engine delivers.
+    received: counts,
   };
-
-  const stream = openQuicStream({ ...cfg, links }, handlers);
-  // The stream counts what its at-most-once path decodes; here the engine delivers.
-  const stats = stream.stats.bind(stream);
-  return Object.assign(stream, {
-    stats: () => ({ ...stats(), receivedMessages: counts.messages, receivedBytes: counts.bytes }),
-  });
 }

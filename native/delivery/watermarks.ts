@@ -1,5 +1,6 @@
 import * as fs from 'fs';
 import * as path from 'path';
+import { readU64, writeU64 } from './u64';
 
 /**
  * The completed watermarks of an exactly-once receiver, kept in a small file so that a receiver
@@ -80,15 +81,6 @@ function fnv1a(b: Buffer, from: number, to: number): number {
   }
   // Never 0: an all-zero record is an empty slot, not a valid one.
   return (h >>> 0) || 1;
-}
-
-function writeU64(b: Buffer, at: number, n: number): void {
-  b.writeUInt32LE(n % 0x1_0000_0000, at);
-  b.writeUInt32LE(Math.floor(n / 0x1_0000_0000), at + 4);
-}
-
-function readU64(b: Buffer, at: number): number {
-  return b.readUInt32LE(at) + b.readUInt32LE(at + 4) * 0x1_0000_0000;
 }
 
 /** The start time of a process (/proc/<pid>/stat field 22), so a recycled pid is not taken for the owner; 0 where unknown. */

@@ -7,8 +7,8 @@ import { DEFAULT_BATCH_BYTES, streamSender } from '../sender';
 import type { StreamStatus, ZmqStream, ZmqStreamConfig, ZmqStreamHandlers } from '../zmq';
 import { deliverFrameSet, DeliverContext, ReceiveCounts } from './deliver';
 import { DeliveryEngine, Link } from './engine';
-import { curveSocketOptions } from '../curve';
-import { watchCurve } from '../zmq';
+import { BEAT_MS, messageCount, WINDOW_BYTES } from './settings';
+import { curveSocketOptions, watchCurve } from '../curve';
 
 /**
  * Exactly-once delivery over ZeroMQ.
@@ -24,9 +24,6 @@ import { watchCurve } from '../zmq';
  * type and fails the ZeroMQ handshake: both ends of a link must use the same delivery mode.
  */
 
-/** Bytes in flight per stream: 256 messages of 64 KiB, ample for a LAN; also what a stage holds for a dead peer. */
-const WINDOW_BYTES = 16 * 1024 * 1024;
-const BEAT_MS = 200;
 const YIELD_EVERY = 512;
 /** libzmq's own queue is not the bound (the window is), but is kept finite. */
 const ZMQ_HWM = 100_000;
@@ -97,7 +94,7 @@ export function openReliableZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamH
       ackOnDone: handlers.acknowledges === true,
       // Only a pure receiver stops reading: router and dealer read acknowledgements on the same socket.
       maxUndone: pattern === 'pull' ? { messages: Math.min(cfg.queueLimit / 4, 16_384), bytes: 16 * 1024 * 1024 } : undefined,
-      count: (frames) => (format === 'raw' ? 1 : frames[0].readUInt32LE(4)),
+      count: messageCount(format),
       watermarks: cfg.watermarks,
     },
     {

@@ -1,8 +1,10 @@
 import * as dns from 'dns';
 import * as net from 'net';
+import { describeKey } from '../describe-key';
 import { parseEndpoint } from '../endpoint';
 import { errorText, StreamError } from '../errors';
 import { bindRetrying, watchForNoPeer } from '../peer-watch';
+import { quicLinks } from '../delivery/quic-links';
 import { decodeReceived } from '../receiver';
 import { DEFAULT_BATCH_BYTES, streamSender } from '../sender';
 import { Pattern, RECEIVES, SENDS, StreamStatus, ZmqStream, ZmqStreamConfig, ZmqStreamHandlers } from '../zmq';
@@ -29,7 +31,10 @@ export interface QuicStreamConfig extends ZmqStreamConfig {
   earlyData?: boolean;
   /** Milliseconds of silence after which a connection is given up (default 30000). */
   idleTimeoutMs?: number;
-  /** Exactly-once mode: the link layer of the delivery engine (native/delivery/quic-links.ts). */
+  /**
+   * Exactly-once mode: the link layer of the delivery engine (native/delivery/quic-links.ts).
+   * openQuicStream makes it itself for `delivery: 'exactly-once'`; given, it is used as it is.
+   */
   links?: QuicLinkLayer;
 }
 
@@ -51,6 +56,8 @@ export interface QuicLinkLayer {
   readonly inFlight: number;
   /** After the Sender drained (or not): wait for acknowledgements, then stop; resolves with the messages left unacknowledged. */
   finish(drained: boolean, ms: number): Promise<number>;
+  /** What the engine delivered (the stream's own counters see only at-most-once data). */
+  readonly received: { messages: number; bytes: number };
 }
 
 const PARTNER: Record<Pattern, Pattern> = { push: 'pull', pull: 'push', pub: 'sub', sub: 'pub', router: 'dealer', dealer: 'router' };
@@ -105,6 +112,9 @@ export interface QuicStream extends ZmqStream {
 }
 
 export function openQuicStream(cfg: QuicStreamConfig, handlers: ZmqStreamHandlers): QuicStream {
+  // Exactly-once is decided here, as openZmqStream does, not by each caller: a direct caller asking
+  // for it must not silently get at-most-once.
+  if (cfg.delivery === 'exactly-once' && !cfg.links) cfg = { ...cfg, links: quicLinks(cfg, handlers) };
   const batchBytes = cfg.batchBytes ?? DEFAULT_BATCH_BYTES;
   const maxRecord = (cfg.maxMessageSize > 0 ? cfg.maxMessageSize : 2 ** 31 - 64) + batchBytes + 64 * 1024;
   const identity = cfg.pattern === 'dealer' ? Buffer.from(cfg.identity ?? randomIdentity(), cfg.identity ? 'utf8' : 'hex') : undefined;
@@ -514,8 +524,8 @@ export function openQuicStream(cfg: QuicStreamConfig, handlers: ZmqStreamHandler
     stats: () => ({
       sentMessages: sender.sentMessages,
       sentBytes: sender.sentBytes,
-      receivedMessages,
-      receivedBytes,
+      receivedMessages: cfg.links ? cfg.links.received.messages : receivedMessages,
+      receivedBytes: cfg.links ? cfg.links.received.bytes : receivedBytes,
       queued: sender.pending + (cfg.links?.inFlight ?? 0),
     }),
     async close(lingerMs) {
@@ -552,9 +562,4 @@ function startsWith(topic: Buffer, prefix: Buffer): boolean {
 
 function randomIdentity(): string {
   return '00' + Math.floor(Math.random() * 0xffffffff).toString(16).padStart(8, '0');
-}
-
-function describeKey(key: Buffer | undefined): string {
-  if (!key) return '(none)';
-  return /^[\x20-\x7e]+$/.test(key.toString('latin1')) ? `"${key.toString('latin1')}"` : `0x${key.toString('hex')}`;
 }

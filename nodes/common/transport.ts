@@ -2,8 +2,7 @@ import * as os from 'os';
 import * as path from 'path';
 import type { NodeAPI } from 'node-red';
 import { loadPeerFile, peerFilePath, peersOf, PeerFile } from '../../native/peers';
-import { openReliableQuicStream } from '../../native/delivery/quic-links';
-import { openQuicStream as openPlainQuicStream, QuicStream, QuicStreamConfig } from '../../native/quic/stream';
+import { openQuicStream } from '../../native/quic/stream';
 import { selectTransport, Selection } from '../../native/transport-select';
 import { openZmqStream, Pattern, StreamStatus, ZmqStream, ZmqStreamConfig, ZmqStreamHandlers } from '../../native/zmq';
 import { ConfigError } from './config';
@@ -26,11 +25,6 @@ export interface OpenedTransport {
   transport: string;
   /** Why (auto), for the log and the status. */
   why?: string;
-}
-
-/** A QUIC stream in the node's delivery mode (exactly-once: the delivery engine on QUIC links). */
-function openQuicStream(cfg: QuicStreamConfig, handlers: ZmqStreamHandlers): QuicStream {
-  return cfg.delivery === 'exactly-once' ? openReliableQuicStream(cfg, handlers) : openPlainQuicStream(cfg, handlers);
 }
 
 /** Where this runtime's QUIC certificates are: the launcher's SPAWN_QUIC_DIR, else the Node-RED user directory. */
