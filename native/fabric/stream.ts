@@ -1,6 +1,7 @@
 import net from 'net';
 import { WireMessage } from '../codec';
 import { errorText, StreamError } from '../errors';
+import { bindRetrying, watchForNoPeer } from '../peer-watch';
 import { decodeReceived } from '../receiver';
 import { DETACH_BYTES, Format, SendCallback, Sender } from '../sender';
 import type { StreamStats, StreamStatus } from '../zmq';
@@ -512,7 +513,6 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
     p.ready = true;
     ring.push(p);
     p.channel.send({ t: 'welcome', v: CHANNEL_VERSION, address: ep.address.toString('base64'), provider: ep.providerName });
-    noPeerReported = false;
     report();
     progress.kick();
   }
@@ -562,35 +562,31 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
   });
   server.on('error', () => undefined); // listen errors are handled in listen()
 
+  /** Listens on the side-channel port, retrying while it is taken (native/peer-watch.ts). */
   async function listen(): Promise<void> {
-    let backoff = 500;
-    while (!closed) {
-      const err = await new Promise<Error | undefined>((resolve) => {
-        const onError = (e: Error) => resolve(e);
-        server.once('error', onError);
-        server.listen(cfg.port, cfg.host === '*' ? undefined : cfg.host, () => {
-          server.off('error', onError);
-          resolve(undefined);
-        });
-      });
-      if (!err) {
-        listening = true;
-        lastError = undefined;
-        report();
-        return;
-      }
-      if (closed) return;
-      const code = (err as NodeJS.ErrnoException).code;
-      const e =
-        code === 'EADDRINUSE'
-          ? new StreamError('EADDRINUSE', `cannot listen on ${where}: address already in use (another node or program listens on that port); retrying`)
-          : new StreamError('EBIND', `cannot listen on ${where}: ${err.message}; retrying`);
-      lastError = e.message;
-      handlers.problem(e);
-      report();
-      await sleep(backoff);
-      backoff = Math.min(backoff * 2, 10_000);
-    }
+    const bound = await bindRetrying(
+      where,
+      () =>
+        new Promise<void>((resolve, reject) => {
+          server.once('error', reject);
+          server.listen(cfg.port, cfg.host === '*' ? undefined : cfg.host, () => {
+            server.off('error', reject);
+            resolve();
+          });
+        }),
+      {
+        closed: () => closed,
+        failed: (e) => {
+          lastError = e.message;
+          handlers.problem(e);
+          report();
+        },
+      },
+    );
+    if (!bound) return;
+    listening = true;
+    lastError = undefined;
+    report();
   }
 
   const sender = new Sender(
@@ -619,20 +615,16 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
     { backpressure: (on, queued) => handlers.backpressure?.(on, queued) },
   );
 
-  let noPeerReported = false;
-  let waitingSince = Date.now();
-  const noPeerMs = cfg.noPeerMs ?? 5000;
-  const watchdog = setInterval(() => {
-    if (closed || ring.length > 0 || sender.pending === 0) {
-      waitingSince = Date.now();
-      return;
-    }
-    if (!noPeerReported && Date.now() - waitingSince >= noPeerMs) {
-      noPeerReported = true;
-      handlers.problem(new StreamError('ENOPEER', `no receiver connected to ${where} after ${Math.round(noPeerMs / 1000)} s; ${plural(sender.pending, 'message')} wait; still waiting`));
-    }
-  }, Math.min(1000, Math.max(50, noPeerMs / 4)));
-  watchdog.unref();
+  // ENOPEER: messages wait and no receiver came (once per outage, as the ZeroMQ and QUIC streams).
+  const stopWatch = watchForNoPeer({
+    ms: cfg.noPeerMs,
+    where,
+    connected: () => ring.length > 0,
+    quiet: () => closed || !listening,
+    waiting: () => sender.pending > 0,
+    pending: () => sender.pending,
+    problem: (e) => handlers.problem(e),
+  });
 
   report();
   const started = listen();
@@ -660,9 +652,10 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
         progress.kick();
         await sleep(2);
       }
-      const undelivered = (drained ? 0 : sender.pending) + jobs.length;
+      // The frame set the Sender is transmitting (at most one job) is counted in its pending messages.
+      const undelivered = drained ? 0 : sender.pending;
       closed = true;
-      clearInterval(watchdog);
+      stopWatch();
       progress.stop();
       if (!drained) sender.close(`the node closed before this message could be sent to a receiver on ${where}`);
       for (const job of jobs.splice(0)) job.reject(new StreamError('ECLOSED', `the node closed before this message could be sent to a receiver on ${where}`));
