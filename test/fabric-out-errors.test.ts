@@ -1,6 +1,7 @@
 import { strict as assert } from 'assert';
 import * as net from 'net';
 import { StreamError } from '../native/errors';
+import { openReliableFabricOut } from '../native/delivery/fabric-links';
 import { FabricHandlers, FabricStream, openFabricOut } from '../native/fabric/stream';
 import type { StreamStatus } from '../native/zmq';
 import { hasLibfabric, LIBFABRIC_INSTALL } from './support/libfabric';
@@ -31,8 +32,13 @@ function recorder() {
       };
       check();
     });
+  const backpressure: Array<[boolean, number]> = [];
   const handlers: FabricHandlers = {
     message: () => undefined,
+    backpressure: (on, queued) => {
+      backpressure.push([on, queued]);
+      wake();
+    },
     status: (s) => {
       statuses.push(s);
       wake();
@@ -45,18 +51,19 @@ function recorder() {
   return {
     handlers,
     problems,
+    backpressure,
     problem: (code: string) => until(`a ${code} problem`, () => problems.find((p) => p.code === code)),
     status: (what: string, pred: (s: StreamStatus) => boolean) => until(what, () => statuses.find(pred)),
   };
 }
 
-const outConfig = (port: number, noPeerMs = 5000) => ({
+const outConfig = (port: number, noPeerMs = 5000, highWater = 100) => ({
   provider: 'tcp' as const,
   format: 'spawn' as const,
   maxMessageSize: 0,
   host: '127.0.0.1',
   port,
-  highWater: 100,
+  highWater,
   queueLimit: 1000,
   batch: true,
   noPeerMs,
@@ -104,5 +111,24 @@ describe('rdma out: taken port and no receiver (tcp provider)', function () {
     assert.equal(await s.close(0), 3);
     assert.equal(failed.length, 3);
     assert.ok(failed.every((e) => e instanceof StreamError && e.code === 'ECLOSED'));
+  });
+
+  it('exactly-once with no receiver: one Sender applies the high-water mark, ENOPEER counts what waits, close fails them', async function () {
+    const port = await freePort();
+    const rec = recorder();
+    stream = openReliableFabricOut({ ...outConfig(port, 400, 2), batch: false }, rec.handlers);
+    await rec.status('listening', (s) => s.text.includes('waiting for receivers'));
+    const failed: Array<Error | undefined> = [];
+    for (let i = 0; i < 6; i++) stream.send(`m${i}`, undefined, undefined, (err) => failed.push(err));
+    // The third message is over the high-water mark of 2: backpressure reaches the node's handlers.
+    assert.deepEqual(rec.backpressure, [[true, 3]]);
+    const none = await rec.problem('ENOPEER');
+    assert.match(none.message, new RegExp(`^no peer connected to 127\\.0\\.0\\.1:${port} after 0 s; 6 messages wait; still trying$`));
+    assert.equal(stream.stats().queued, 6);
+    const s = stream;
+    stream = undefined;
+    await s.close(0);
+    assert.equal(failed.length, 6);
+    assert.ok(failed.every((e) => e instanceof StreamError && e.code === 'ECLOSED'), failed.map(String).join(', '));
   });
 });

@@ -28,8 +28,8 @@ import { Progress } from './progress';
  *   when idle.
  * - Delivery is at most once: a message fully handed to the fabric when its receiver dies is
  *   lost with it; a message caught half-sent fails with EPEERGONE (its done() gets the error).
- *   Exactly once: the delivery engine drives these streams through their `links` hook and
- *   `sendLink` (native/delivery/fabric-links.ts).
+ *   Exactly once: the delivery engine drives these streams through their `links` hook (the output
+ *   side's Sender hands it every frame set) and `sendLink` (native/delivery/fabric-links.ts).
  */
 
 export interface FabricCommonConfig {
@@ -57,13 +57,27 @@ export interface FabricOutConfig extends FabricCommonConfig {
 }
 
 /**
- * The hook of a link layer above the output side (exactly-once delivery): it addresses frame sets
- * to one receiver (`sendLink`) instead of round-robin, and gets what receivers send back over
- * the side channel. Receivers are named by a key that lives as long as their connection.
+ * The hook of a link layer above the output side (exactly-once delivery), as the QUIC stream's
+ * (native/quic/stream.ts): the stream's one Sender (encoding, batching, queue limit, backpressure)
+ * hands every frame set to `transmit` instead of sending it round-robin; the link layer addresses
+ * them to one receiver each (`sendLink`) and gets what receivers send back over the side channel.
+ * Receivers are named by a key that lives as long as their connection.
  */
 export interface FabricOutLinks {
   /** Frames a receiver sent over the side channel. */
   control(key: string, name: string, frames: Buffer[]): void;
+  /** Every frame set the Sender takes off its queue (engine.transmit). */
+  transmit(frames: Buffer[]): Promise<void>;
+  /** Bytes the link layer adds to a frame set: batches are that much smaller, so one still travels as one chunk. */
+  readonly overheadBytes: number;
+  /** Receivers the link layer hears from (ENOPEER counts these, not side-channel connections). */
+  readonly peers: number;
+  /** Messages sent and not yet acknowledged. */
+  readonly inFlight: number;
+  /** Waits, up to `ms`, until everything sent is acknowledged. */
+  settle(ms: number): Promise<void>;
+  /** Stops the link layer; returns the messages left unacknowledged. */
+  close(): number;
 }
 
 export interface FabricInConfig extends FabricCommonConfig {
@@ -589,6 +603,7 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
     report();
   }
 
+  const links = cfg.links;
   const sender = new Sender(
     {
       format: cfg.format,
@@ -596,22 +611,25 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
       // Credits count chunks, so a chunk should carry as much as it can: small and medium
       // messages are batched up to a chunk (one more copy, far cheaper than a round trip per
       // message); only those of half a chunk or more travel alone, uncopied until the chunk.
-      batchBytes: chunkBytes - CHUNK_HEADER - 8,
+      // (Exactly-once: less the link layer's delivery header.)
+      batchBytes: chunkBytes - CHUNK_HEADER - 8 - (cfg.links?.overheadBytes ?? 0),
       detachBytes: Math.max(DETACH_BYTES, Math.floor(chunkBytes / 2)),
       maxMessageSize: cfg.maxMessageSize,
       highWater: cfg.highWater,
       queueLimit: cfg.queueLimit,
       envelope: false,
     },
-    (frames) =>
-      new Promise<void>((resolve, reject) => {
-        if (closed) return reject(new StreamError('ECLOSED', `rdma out on ${where} is closed`));
-        jobs.push({ cursor: new MessageCursor(frames), resolve, reject });
-        // Straight away when possible: a resolved send lets the sender hand over the next
-        // message in the same turn, so a burst goes out without waiting for progress turns.
-        pump();
-        progress.kick();
-      }),
+    links
+      ? (frames) => links.transmit(frames)
+      : (frames) =>
+          new Promise<void>((resolve, reject) => {
+            if (closed) return reject(new StreamError('ECLOSED', `rdma out on ${where} is closed`));
+            jobs.push({ cursor: new MessageCursor(frames), resolve, reject });
+            // Straight away when possible: a resolved send lets the sender hand over the next
+            // message in the same turn, so a burst goes out without waiting for progress turns.
+            pump();
+            progress.kick();
+          }),
     { backpressure: (on, queued) => handlers.backpressure?.(on, queued) },
   );
 
@@ -619,10 +637,10 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
   const stopWatch = watchForNoPeer({
     ms: cfg.noPeerMs,
     where,
-    connected: () => ring.length > 0,
+    connected: () => (links ? links.peers : ring.length) > 0,
     quiet: () => closed || !listening,
-    waiting: () => sender.pending > 0,
-    pending: () => sender.pending,
+    waiting: () => sender.pending + (links?.inFlight ?? 0) > 0,
+    pending: () => sender.pending + (links?.inFlight ?? 0),
     problem: (e) => handlers.problem(e),
   });
 
@@ -635,7 +653,7 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
       return ring.length;
     },
     providerName: ep.providerName,
-    stats: () => ({ sentMessages: sender.sentMessages, sentBytes: sender.sentBytes, receivedMessages: 0, receivedBytes: 0, queued: sender.pending }),
+    stats: () => ({ sentMessages: sender.sentMessages, sentBytes: sender.sentBytes, receivedMessages: 0, receivedBytes: 0, queued: sender.pending + (links?.inFlight ?? 0) }),
     sendLink: (key, frames) =>
       new Promise<void>((resolve, reject) => {
         const p = peers.get(Number(key));
@@ -647,17 +665,27 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
     async close(lingerMs) {
       const deadline = Date.now() + lingerMs;
       const drained = await sender.drain(lingerMs);
+      const unsent = `the node closed before this message could be sent to a receiver on ${where}`;
+      // The frame set the Sender is transmitting (at most one job) is counted in its pending messages.
+      let undelivered = drained ? 0 : sender.pending;
+      let until = deadline;
+      if (links) {
+        // Exactly-once: acknowledgements get the linger time. The queue is counted (and failed)
+        // before the link layer stops, whose stop fails the frame set waiting for room in its
+        // window; then what it holds unacknowledged. The fabric then holds heartbeats at most.
+        if (drained) await links.settle(Math.max(0, deadline - Date.now()));
+        undelivered = (drained ? 0 : sender.close(unsent)) + links.close();
+        until = Math.min(deadline, Date.now() + 200);
+      }
       // What the fabric holds gets the rest of the linger time to complete.
-      while ((jobs.length > 0 || inFlight > 0) && ring.length > 0 && Date.now() < deadline) {
+      while ((jobs.length > 0 || inFlight > 0) && ring.length > 0 && Date.now() < until) {
         progress.kick();
         await sleep(2);
       }
-      // The frame set the Sender is transmitting (at most one job) is counted in its pending messages.
-      const undelivered = drained ? 0 : sender.pending;
       closed = true;
       stopWatch();
       progress.stop();
-      if (!drained) sender.close(`the node closed before this message could be sent to a receiver on ${where}`);
+      if (!drained && !links) sender.close(unsent);
       for (const job of jobs.splice(0)) job.reject(new StreamError('ECLOSED', `the node closed before this message could be sent to a receiver on ${where}`));
       for (const p of peers.values()) {
         p.alive = false;
