@@ -7,7 +7,7 @@ import { DETACH_BYTES, Format, SendCallback, Sender } from '../sender';
 import type { StreamStats, StreamStatus } from '../zmq';
 import { Channel, CHANNEL_VERSION, ChannelMessage, framesMessage, framesOf } from './channel';
 import { CHUNK_HEADER, MessageCursor, Reassembler, wholeMessage, writeChunkHeader } from './chunks';
-import { Completion, Endpoint, NativeBuffer, openEndpoint, Provider } from './endpoint';
+import { Completion, Endpoint, EndpointOptions, NativeBuffer, openEndpoint, Provider } from './endpoint';
 import { FabricError } from './lib';
 import { Progress } from './progress';
 
@@ -39,6 +39,11 @@ export interface FabricCommonConfig {
   maxMessageSize: number;
   /** Bytes per chunk, header included: the receive buffers' size (default 1 MiB + 64 KiB). */
   chunkBytes?: number;
+  /**
+   * Opens the endpoint (default: endpoint.ts openEndpoint). For tests only: a wrapper can make
+   * buffer registration (fi_mr_reg, efa only) fail on the tcp and shm providers.
+   */
+  openEndpoint?: (provider: Provider, options: EndpointOptions) => Endpoint;
 }
 
 export interface FabricOutConfig extends FabricCommonConfig {
@@ -231,12 +236,19 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
   const nBuffers = cfg.sendBuffers ?? DEFAULT_SEND_BUFFERS;
   // Operation slots beyond the buffers: sends stuck with a receiver that went away keep theirs.
   const depth = nBuffers * 8;
+  const open = cfg.openEndpoint ?? openEndpoint;
   // `let`: over shm a receiver dying mid-transfer poisons the endpoint, which is then replaced (see renewEndpoint).
-  let ep = openEndpoint(cfg.provider, { depth, sourceHost: outSourceHost(cfg.host) });
+  let ep = open(cfg.provider, { depth, sourceHost: outSourceHost(cfg.host) });
   track(ep);
   const where = `${cfg.host}:${cfg.port}`;
   const idle: NativeBuffer[] = [];
-  for (let i = 0; i < nBuffers; i++) idle.push(ep.allocBuffer(chunkBytes));
+  try {
+    idle.push(...sendBuffers(ep));
+  } catch (e) {
+    // Nothing else is open yet: the endpoint is all there is to close.
+    untrack(ep);
+    throw e;
+  }
   // Zero-copy sends (fi_sendv of a head buffer and the frames themselves) where the provider
   // needs no registration; SPAWN_FABRIC_COPY=1 turns them off (every chunk copied, as before).
   // Read once: a renewed endpoint has the same provider, so the same registration needs.
@@ -277,6 +289,25 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
   let closed = false;
   let listening = false;
   let lastError: string | undefined;
+
+  /**
+   * The send buffers of a new endpoint. Where the provider needs them registered (fi_mr_reg, efa)
+   * that can fail: those made so far are released with the endpoint, and the error names the node.
+   */
+  function sendBuffers(on: Endpoint): NativeBuffer[] {
+    const made: NativeBuffer[] = [];
+    try {
+      for (let i = 0; i < nBuffers; i++) made.push(on.allocBuffer(chunkBytes));
+    } catch (e) {
+      throw fabricProblem(`rdma out on ${where}: cannot register its send buffers with provider ${on.providerName}`, e);
+    }
+    return made;
+  }
+  /**
+   * Send buffers that could not be replaced when a receiver went away holding some (registration
+   * failed): the late completions of that receiver's sends give theirs back instead of releasing them.
+   */
+  let missing = 0;
 
   const readyCount = () => ring.length;
   const report = () => {
@@ -384,9 +415,13 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
     const b = c.buffer as NativeBuffer;
     const p = peers.get(c.tag);
     if (p && !p.alive) {
-      // A late completion for a receiver that went away: a send buffer was replaced when it went.
+      // A late completion for a receiver that went away: a send buffer was replaced when it went
+      // (unless that failed: then this one goes back to the pool in its place).
       if (isHead.has(b)) heads.push(b);
-      else ep.releaseBuffer(b);
+      else if (missing > 0) {
+        missing--;
+        idle.push(b);
+      } else ep.releaseBuffer(b);
       if (--p.inFlight <= 0) peers.delete(p.serial);
       return;
     }
@@ -426,6 +461,17 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
   // tcp, move bytes only while the sender polls too); idle, it backs off.
   const progress = new Progress(step, () => inFlight > 0 || jobs.length > 0, 50, 1, undefined, true, ep.providerName.includes('tcp') ? TCP_SPIN_MS : undefined);
 
+  /** New send buffers in place of `n` held by a receiver that went away. Runs in a side-channel callback: a failure is reported, never thrown. */
+  function replaceBuffers(n: number): void {
+    try {
+      for (; n > 0; n--) idle.push(ep.allocBuffer(chunkBytes));
+    } catch (e) {
+      missing += n;
+      const why = `cannot register send buffers with provider ${ep.providerName} (${errorText(e)})`;
+      handlers.problem(new StreamError('EFABRIC', `rdma out on ${where}: ${why} in place of the ${plural(n, 'buffer')} a receiver that went away still holds; going on with fewer until they come back`));
+    }
+  }
+
   function dropPeer(p: OutPeer, why?: string): void {
     if (!p.alive) return;
     p.alive = false;
@@ -438,7 +484,7 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
     // Completions that do come back later are recognised by serial and their buffers released.
     if (p.inFlight === 0) peers.delete(p.serial);
     else if (!closed) {
-      for (let i = 0; i < p.copies; i++) idle.push(ep.allocBuffer(chunkBytes));
+      replaceBuffers(p.copies);
       inFlight -= p.inFlight;
       if (shm && !stuckSince) stuckSince = Date.now();
     }
@@ -467,10 +513,18 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
     const stuck = [...peers.values()].some((p) => !p.alive && p.inFlight > 0);
     if (!stuck || closed) return 0;
     let fresh: Endpoint;
+    let buffers: NativeBuffer[];
     try {
-      fresh = openEndpoint(cfg.provider, { depth, sourceHost: outSourceHost(cfg.host) });
+      fresh = open(cfg.provider, { depth, sourceHost: outSourceHost(cfg.host) });
     } catch (e) {
       handlers.problem(fabricProblem(`rdma out on ${where}: a receiver went away mid-transfer and the shm endpoint could not be renewed`, e));
+      return 0;
+    }
+    try {
+      buffers = sendBuffers(fresh);
+    } catch (e) {
+      fresh.close();
+      handlers.problem(e as StreamError);
       return 0;
     }
     const live = [...peers.values()].filter((p) => p.alive);
@@ -487,8 +541,9 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
     track(ep);
     untrack(old);
     idle.length = 0;
+    idle.push(...buffers);
+    missing = 0;
     heads.length = 0;
-    for (let i = 0; i < nBuffers; i++) idle.push(ep.allocBuffer(chunkBytes));
     inFlight = 0;
     // Jobs not started yet go to the receivers that reconnect; a started one fails in pump().
     for (const job of jobs) job.staged = undefined;
@@ -723,7 +778,7 @@ interface InSender {
 export function openFabricIn(cfg: FabricInConfig, handlers: FabricHandlers): FabricStream {
   const chunkBytes = cfg.chunkBytes ?? DEFAULT_CHUNK_BYTES;
   const credits = cfg.credits ?? DEFAULT_CREDITS;
-  const ep = openEndpoint(cfg.provider, { depth: MAX_POSTED, sourceHost: inSourceHost(cfg.connect) });
+  const ep = (cfg.openEndpoint ?? openEndpoint)(cfg.provider, { depth: MAX_POSTED, sourceHost: inSourceHost(cfg.connect) });
   track(ep);
   const targets = cfg.connect.map((t) => `${t.host}:${t.port}`);
   const where = targets.join(', ');
@@ -769,13 +824,21 @@ export function openFabricIn(cfg: FabricInConfig, handlers: FabricHandlers): Fab
     if (s) s.owed++;
   }
 
-  /** Posts `n` buffers for a new sender: spare ones first, then new ones. */
-  function provide(n: number): number {
+  /**
+   * Posts `n` buffers for a new sender: spare ones first, then new ones. Where the provider needs
+   * buffers registered (fi_mr_reg, efa) that can fail: `failed` says why, `given` what was posted.
+   */
+  function provide(n: number): { given: number; failed?: unknown } {
     const fromSpare = Math.min(spare, n);
     spare -= fromSpare;
     let given = fromSpare;
     while (given < n && all.size < MAX_POSTED) {
-      const b = ep.allocBuffer(chunkBytes);
+      let b: NativeBuffer;
+      try {
+        b = ep.allocBuffer(chunkBytes);
+      } catch (e) {
+        return { given, failed: e };
+      }
       all.add(b);
       if (!post(b, -1)) {
         toPost.pop();
@@ -785,7 +848,7 @@ export function openFabricIn(cfg: FabricInConfig, handlers: FabricHandlers): Fab
       }
       given++;
     }
-    return given;
+    return { given };
   }
 
   function deliver(s: InSender, frames: Buffer[]): void {
@@ -1005,8 +1068,18 @@ export function openFabricIn(cfg: FabricInConfig, handlers: FabricHandlers): Fab
         });
         s = { id, name, channel, reassembler: new Reassembler(maxBytes), expectSeq: 0, granted: 0, received: 0, owed: 0, ready: false, bye: false, held: new Map() };
         senders.set(id, s);
-        const given = provide(credits);
+        const { given, failed } = provide(credits);
         s.granted = given;
+        if (failed !== undefined) {
+          // Reported, not thrown (this is a socket callback); once until a sender welcomes us again.
+          if (!reported) {
+            const then = given === 0 ? 'closing the connection; retrying' : `going on with ${plural(given, 'credit')} instead of ${credits}`;
+            handlers.problem(new StreamError('EFABRIC', `efa in connecting to rdma out at ${name}: cannot register receive buffers with provider ${ep.providerName} (${errorText(failed)}); ${then}`));
+          }
+          reported = true;
+          // With no credit to give, that sender could never send: close, and connect again later.
+          if (given === 0) return channel.destroy();
+        }
         channel.send({
           t: 'hello',
           v: CHANNEL_VERSION,
