@@ -1,9 +1,6 @@
 import { WireMessage } from '../codec';
 import { errorText, StreamError } from '../errors';
-import { CHUNK_HEADER } from '../fabric/chunks';
-import { DEFAULT_CHUNK_BYTES, FabricHandlers, FabricInConfig, FabricOutConfig, FabricStream, openFabricIn, openFabricOut } from '../fabric/stream';
-import { watchForNoPeer } from '../peer-watch';
-import { DETACH_BYTES, Sender } from '../sender';
+import { FabricHandlers, FabricInConfig, FabricOutConfig, FabricOutLinks, FabricStream, openFabricIn, openFabricOut } from '../fabric/stream';
 import type { StreamStatus } from '../zmq';
 import { deliverFrameSet, DeliverContext, ReceiveCounts } from './deliver';
 import { DeliveryEngine, Link, WatermarkStore } from './engine';
@@ -74,13 +71,32 @@ function linkStatus(fabric: StreamStatus, provider: string, peers: number, idle:
 /** rdma out in exactly-once mode. Throws FabricError when the provider cannot be opened. */
 export function openReliableFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers, opts: ReliableFabricOptions = {}): FabricStream {
   const where = `${cfg.host}:${cfg.port}`;
-  const chunkBytes = cfg.chunkBytes ?? DEFAULT_CHUNK_BYTES;
   let closed = false;
   let fabricStatus: StreamStatus = { state: 'connecting', peers: 0, text: 'starting' };
-  // Assigned right after the fabric opens; the fabric calls back only from later turns of the loop.
+  // Assigned right after the fabric opens; the fabric calls back only from later turns of the loop
+  // (its Sender transmits from a setImmediate at the earliest).
   let engine: DeliveryEngine | undefined;
+  // The fabric stream's own Sender queues, batches and applies backpressure; the engine takes
+  // each frame set from it (transmit) and addresses it to one receiver (sendLink).
+  const links: FabricOutLinks = {
+    control: (key, name, frames) => engine?.receive(key, Buffer.from(name, 'latin1'), frames),
+    transmit: (frames) => engine!.transmit(frames),
+    // The delivery header and its place in the chunk's preamble.
+    overheadBytes: 4 + HEADER_BYTES,
+    get peers() {
+      return engine?.peers ?? 0;
+    },
+    get inFlight() {
+      return engine?.inFlight ?? 0;
+    },
+    settle: (ms) => engine!.settle(ms).then(() => undefined),
+    close() {
+      closed = true;
+      return engine!.close();
+    },
+  };
   const fabric = openFabricOut(
-    { ...cfg, links: { control: (key, name, frames) => engine?.receive(key, Buffer.from(name, 'latin1'), frames) } },
+    { ...cfg, links },
     {
       message: () => undefined,
       status: (s) => {
@@ -88,6 +104,7 @@ export function openReliableFabricOut(cfg: FabricOutConfig, handlers: FabricHand
         report();
       },
       problem: (e) => handlers.problem(e),
+      backpressure: (on, queued) => handlers.backpressure?.(on, queued),
     },
   );
   // A function declaration: the fabric reports its status while it opens, before `fabric` is set.
@@ -126,51 +143,16 @@ export function openReliableFabricOut(cfg: FabricOutConfig, handlers: FabricHand
     },
   );
   const live = engine;
-  const sender = new Sender(
-    {
-      format: cfg.format,
-      batch: cfg.batch && cfg.format === 'spawn',
-      // As the at-most-once stream batches (a chunk's worth), less the delivery header and its
-      // place in the chunk's preamble, so a batch still travels as one chunk.
-      batchBytes: chunkBytes - CHUNK_HEADER - 8 - 4 - HEADER_BYTES,
-      detachBytes: Math.max(DETACH_BYTES, Math.floor(chunkBytes / 2)),
-      maxMessageSize: cfg.maxMessageSize,
-      highWater: cfg.highWater,
-      queueLimit: cfg.queueLimit,
-      envelope: false,
-    },
-    (frames) => live.transmit(frames),
-    { backpressure: (on, queued) => handlers.backpressure?.(on, queued) },
-  );
-  const stopWatch = watchForNoPeer({
-    ms: cfg.noPeerMs,
-    where,
-    connected: () => live.peers > 0,
-    quiet: () => closed || fabricStatus.state === 'error',
-    waiting: () => sender.pending > 0 || live.inFlight > 0,
-    pending: () => sender.pending + live.inFlight,
-    problem: (e) => handlers.problem(e),
-  });
   report();
 
   return {
-    send: (payload, key, meta, cb) => sender.send(payload, key, meta, cb),
+    send: fabric.send,
     get peers() {
       return live.peers;
     },
     providerName: fabric.providerName,
-    stats: () => ({ sentMessages: sender.sentMessages, sentBytes: sender.sentBytes, receivedMessages: 0, receivedBytes: 0, queued: sender.pending + live.inFlight }),
-    async close(lingerMs) {
-      const t0 = Date.now();
-      const drained = await sender.drain(lingerMs);
-      if (drained) await live.settle(Math.max(0, lingerMs - (Date.now() - t0)));
-      const undelivered = (drained ? 0 : sender.close(`the node closed before this message could be sent to a receiver on ${where}`)) + live.close();
-      closed = true;
-      stopWatch();
-      // Everything acknowledged or given up: what the fabric still holds is heartbeats at most.
-      await fabric.close(Math.min(200, Math.max(0, lingerMs - (Date.now() - t0))));
-      return undelivered;
-    },
+    stats: fabric.stats,
+    close: (lingerMs) => fabric.close(lingerMs),
   };
 }
 

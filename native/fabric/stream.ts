@@ -1,12 +1,13 @@
 import net from 'net';
 import { WireMessage } from '../codec';
 import { errorText, StreamError } from '../errors';
+import { bindRetrying, watchForNoPeer } from '../peer-watch';
 import { decodeReceived } from '../receiver';
 import { DETACH_BYTES, Format, SendCallback, Sender } from '../sender';
 import type { StreamStats, StreamStatus } from '../zmq';
 import { Channel, CHANNEL_VERSION, ChannelMessage, framesMessage, framesOf } from './channel';
 import { CHUNK_HEADER, MessageCursor, Reassembler, wholeMessage, writeChunkHeader } from './chunks';
-import { Completion, Endpoint, NativeBuffer, openEndpoint, Provider } from './endpoint';
+import { Completion, Endpoint, EndpointOptions, NativeBuffer, openEndpoint, Provider } from './endpoint';
 import { FabricError } from './lib';
 import { Progress } from './progress';
 
@@ -27,8 +28,8 @@ import { Progress } from './progress';
  *   when idle.
  * - Delivery is at most once: a message fully handed to the fabric when its receiver dies is
  *   lost with it; a message caught half-sent fails with EPEERGONE (its done() gets the error).
- *   Exactly once: the delivery engine drives these streams through their `links` hook and
- *   `sendLink` (native/delivery/fabric-links.ts).
+ *   Exactly once: the delivery engine drives these streams through their `links` hook (the output
+ *   side's Sender hands it every frame set) and `sendLink` (native/delivery/fabric-links.ts).
  */
 
 export interface FabricCommonConfig {
@@ -38,6 +39,11 @@ export interface FabricCommonConfig {
   maxMessageSize: number;
   /** Bytes per chunk, header included: the receive buffers' size (default 1 MiB + 64 KiB). */
   chunkBytes?: number;
+  /**
+   * Opens the endpoint (default: endpoint.ts openEndpoint). For tests only: a wrapper can make
+   * buffer registration (fi_mr_reg, efa only) fail on the tcp and shm providers.
+   */
+  openEndpoint?: (provider: Provider, options: EndpointOptions) => Endpoint;
 }
 
 export interface FabricOutConfig extends FabricCommonConfig {
@@ -56,13 +62,27 @@ export interface FabricOutConfig extends FabricCommonConfig {
 }
 
 /**
- * The hook of a link layer above the output side (exactly-once delivery): it addresses frame sets
- * to one receiver (`sendLink`) instead of round-robin, and gets what receivers send back over
- * the side channel. Receivers are named by a key that lives as long as their connection.
+ * The hook of a link layer above the output side (exactly-once delivery), as the QUIC stream's
+ * (native/quic/stream.ts): the stream's one Sender (encoding, batching, queue limit, backpressure)
+ * hands every frame set to `transmit` instead of sending it round-robin; the link layer addresses
+ * them to one receiver each (`sendLink`) and gets what receivers send back over the side channel.
+ * Receivers are named by a key that lives as long as their connection.
  */
 export interface FabricOutLinks {
   /** Frames a receiver sent over the side channel. */
   control(key: string, name: string, frames: Buffer[]): void;
+  /** Every frame set the Sender takes off its queue (engine.transmit). */
+  transmit(frames: Buffer[]): Promise<void>;
+  /** Bytes the link layer adds to a frame set: batches are that much smaller, so one still travels as one chunk. */
+  readonly overheadBytes: number;
+  /** Receivers the link layer hears from (ENOPEER counts these, not side-channel connections). */
+  readonly peers: number;
+  /** Messages sent and not yet acknowledged. */
+  readonly inFlight: number;
+  /** Waits, up to `ms`, until everything sent is acknowledged. */
+  settle(ms: number): Promise<void>;
+  /** Stops the link layer; returns the messages left unacknowledged. */
+  close(): number;
 }
 
 export interface FabricInConfig extends FabricCommonConfig {
@@ -216,12 +236,19 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
   const nBuffers = cfg.sendBuffers ?? DEFAULT_SEND_BUFFERS;
   // Operation slots beyond the buffers: sends stuck with a receiver that went away keep theirs.
   const depth = nBuffers * 8;
+  const open = cfg.openEndpoint ?? openEndpoint;
   // `let`: over shm a receiver dying mid-transfer poisons the endpoint, which is then replaced (see renewEndpoint).
-  let ep = openEndpoint(cfg.provider, { depth, sourceHost: outSourceHost(cfg.host) });
+  let ep = open(cfg.provider, { depth, sourceHost: outSourceHost(cfg.host) });
   track(ep);
   const where = `${cfg.host}:${cfg.port}`;
   const idle: NativeBuffer[] = [];
-  for (let i = 0; i < nBuffers; i++) idle.push(ep.allocBuffer(chunkBytes));
+  try {
+    idle.push(...sendBuffers(ep));
+  } catch (e) {
+    // Nothing else is open yet: the endpoint is all there is to close.
+    untrack(ep);
+    throw e;
+  }
   // Zero-copy sends (fi_sendv of a head buffer and the frames themselves) where the provider
   // needs no registration; SPAWN_FABRIC_COPY=1 turns them off (every chunk copied, as before).
   // Read once: a renewed endpoint has the same provider, so the same registration needs.
@@ -262,6 +289,25 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
   let closed = false;
   let listening = false;
   let lastError: string | undefined;
+
+  /**
+   * The send buffers of a new endpoint. Where the provider needs them registered (fi_mr_reg, efa)
+   * that can fail: those made so far are released with the endpoint, and the error names the node.
+   */
+  function sendBuffers(on: Endpoint): NativeBuffer[] {
+    const made: NativeBuffer[] = [];
+    try {
+      for (let i = 0; i < nBuffers; i++) made.push(on.allocBuffer(chunkBytes));
+    } catch (e) {
+      throw fabricProblem(`rdma out on ${where}: cannot register its send buffers with provider ${on.providerName}`, e);
+    }
+    return made;
+  }
+  /**
+   * Send buffers that could not be replaced when a receiver went away holding some (registration
+   * failed): the late completions of that receiver's sends give theirs back instead of releasing them.
+   */
+  let missing = 0;
 
   const readyCount = () => ring.length;
   const report = () => {
@@ -369,9 +415,13 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
     const b = c.buffer as NativeBuffer;
     const p = peers.get(c.tag);
     if (p && !p.alive) {
-      // A late completion for a receiver that went away: a send buffer was replaced when it went.
+      // A late completion for a receiver that went away: a send buffer was replaced when it went
+      // (unless that failed: then this one goes back to the pool in its place).
       if (isHead.has(b)) heads.push(b);
-      else ep.releaseBuffer(b);
+      else if (missing > 0) {
+        missing--;
+        idle.push(b);
+      } else ep.releaseBuffer(b);
       if (--p.inFlight <= 0) peers.delete(p.serial);
       return;
     }
@@ -411,6 +461,17 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
   // tcp, move bytes only while the sender polls too); idle, it backs off.
   const progress = new Progress(step, () => inFlight > 0 || jobs.length > 0, 50, 1, undefined, true, ep.providerName.includes('tcp') ? TCP_SPIN_MS : undefined);
 
+  /** New send buffers in place of `n` held by a receiver that went away. Runs in a side-channel callback: a failure is reported, never thrown. */
+  function replaceBuffers(n: number): void {
+    try {
+      for (; n > 0; n--) idle.push(ep.allocBuffer(chunkBytes));
+    } catch (e) {
+      missing += n;
+      const why = `cannot register send buffers with provider ${ep.providerName} (${errorText(e)})`;
+      handlers.problem(new StreamError('EFABRIC', `rdma out on ${where}: ${why} in place of the ${plural(n, 'buffer')} a receiver that went away still holds; going on with fewer until they come back`));
+    }
+  }
+
   function dropPeer(p: OutPeer, why?: string): void {
     if (!p.alive) return;
     p.alive = false;
@@ -423,7 +484,7 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
     // Completions that do come back later are recognised by serial and their buffers released.
     if (p.inFlight === 0) peers.delete(p.serial);
     else if (!closed) {
-      for (let i = 0; i < p.copies; i++) idle.push(ep.allocBuffer(chunkBytes));
+      replaceBuffers(p.copies);
       inFlight -= p.inFlight;
       if (shm && !stuckSince) stuckSince = Date.now();
     }
@@ -452,10 +513,18 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
     const stuck = [...peers.values()].some((p) => !p.alive && p.inFlight > 0);
     if (!stuck || closed) return 0;
     let fresh: Endpoint;
+    let buffers: NativeBuffer[];
     try {
-      fresh = openEndpoint(cfg.provider, { depth, sourceHost: outSourceHost(cfg.host) });
+      fresh = open(cfg.provider, { depth, sourceHost: outSourceHost(cfg.host) });
     } catch (e) {
       handlers.problem(fabricProblem(`rdma out on ${where}: a receiver went away mid-transfer and the shm endpoint could not be renewed`, e));
+      return 0;
+    }
+    try {
+      buffers = sendBuffers(fresh);
+    } catch (e) {
+      fresh.close();
+      handlers.problem(e as StreamError);
       return 0;
     }
     const live = [...peers.values()].filter((p) => p.alive);
@@ -472,8 +541,9 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
     track(ep);
     untrack(old);
     idle.length = 0;
+    idle.push(...buffers);
+    missing = 0;
     heads.length = 0;
-    for (let i = 0; i < nBuffers; i++) idle.push(ep.allocBuffer(chunkBytes));
     inFlight = 0;
     // Jobs not started yet go to the receivers that reconnect; a started one fails in pump().
     for (const job of jobs) job.staged = undefined;
@@ -512,7 +582,6 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
     p.ready = true;
     ring.push(p);
     p.channel.send({ t: 'welcome', v: CHANNEL_VERSION, address: ep.address.toString('base64'), provider: ep.providerName });
-    noPeerReported = false;
     report();
     progress.kick();
   }
@@ -562,37 +631,34 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
   });
   server.on('error', () => undefined); // listen errors are handled in listen()
 
+  /** Listens on the side-channel port, retrying while it is taken (native/peer-watch.ts). */
   async function listen(): Promise<void> {
-    let backoff = 500;
-    while (!closed) {
-      const err = await new Promise<Error | undefined>((resolve) => {
-        const onError = (e: Error) => resolve(e);
-        server.once('error', onError);
-        server.listen(cfg.port, cfg.host === '*' ? undefined : cfg.host, () => {
-          server.off('error', onError);
-          resolve(undefined);
-        });
-      });
-      if (!err) {
-        listening = true;
-        lastError = undefined;
-        report();
-        return;
-      }
-      if (closed) return;
-      const code = (err as NodeJS.ErrnoException).code;
-      const e =
-        code === 'EADDRINUSE'
-          ? new StreamError('EADDRINUSE', `cannot listen on ${where}: address already in use (another node or program listens on that port); retrying`)
-          : new StreamError('EBIND', `cannot listen on ${where}: ${err.message}; retrying`);
-      lastError = e.message;
-      handlers.problem(e);
-      report();
-      await sleep(backoff);
-      backoff = Math.min(backoff * 2, 10_000);
-    }
+    const bound = await bindRetrying(
+      where,
+      () =>
+        new Promise<void>((resolve, reject) => {
+          server.once('error', reject);
+          server.listen(cfg.port, cfg.host === '*' ? undefined : cfg.host, () => {
+            server.off('error', reject);
+            resolve();
+          });
+        }),
+      {
+        closed: () => closed,
+        failed: (e) => {
+          lastError = e.message;
+          handlers.problem(e);
+          report();
+        },
+      },
+    );
+    if (!bound) return;
+    listening = true;
+    lastError = undefined;
+    report();
   }
 
+  const links = cfg.links;
   const sender = new Sender(
     {
       format: cfg.format,
@@ -600,39 +666,38 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
       // Credits count chunks, so a chunk should carry as much as it can: small and medium
       // messages are batched up to a chunk (one more copy, far cheaper than a round trip per
       // message); only those of half a chunk or more travel alone, uncopied until the chunk.
-      batchBytes: chunkBytes - CHUNK_HEADER - 8,
+      // (Exactly-once: less the link layer's delivery header.)
+      batchBytes: chunkBytes - CHUNK_HEADER - 8 - (cfg.links?.overheadBytes ?? 0),
       detachBytes: Math.max(DETACH_BYTES, Math.floor(chunkBytes / 2)),
       maxMessageSize: cfg.maxMessageSize,
       highWater: cfg.highWater,
       queueLimit: cfg.queueLimit,
       envelope: false,
     },
-    (frames) =>
-      new Promise<void>((resolve, reject) => {
-        if (closed) return reject(new StreamError('ECLOSED', `rdma out on ${where} is closed`));
-        jobs.push({ cursor: new MessageCursor(frames), resolve, reject });
-        // Straight away when possible: a resolved send lets the sender hand over the next
-        // message in the same turn, so a burst goes out without waiting for progress turns.
-        pump();
-        progress.kick();
-      }),
+    links
+      ? (frames) => links.transmit(frames)
+      : (frames) =>
+          new Promise<void>((resolve, reject) => {
+            if (closed) return reject(new StreamError('ECLOSED', `rdma out on ${where} is closed`));
+            jobs.push({ cursor: new MessageCursor(frames), resolve, reject });
+            // Straight away when possible: a resolved send lets the sender hand over the next
+            // message in the same turn, so a burst goes out without waiting for progress turns.
+            pump();
+            progress.kick();
+          }),
     { backpressure: (on, queued) => handlers.backpressure?.(on, queued) },
   );
 
-  let noPeerReported = false;
-  let waitingSince = Date.now();
-  const noPeerMs = cfg.noPeerMs ?? 5000;
-  const watchdog = setInterval(() => {
-    if (closed || ring.length > 0 || sender.pending === 0) {
-      waitingSince = Date.now();
-      return;
-    }
-    if (!noPeerReported && Date.now() - waitingSince >= noPeerMs) {
-      noPeerReported = true;
-      handlers.problem(new StreamError('ENOPEER', `no receiver connected to ${where} after ${Math.round(noPeerMs / 1000)} s; ${plural(sender.pending, 'message')} wait; still waiting`));
-    }
-  }, Math.min(1000, Math.max(50, noPeerMs / 4)));
-  watchdog.unref();
+  // ENOPEER: messages wait and no receiver came (once per outage, as the ZeroMQ and QUIC streams).
+  const stopWatch = watchForNoPeer({
+    ms: cfg.noPeerMs,
+    where,
+    connected: () => (links ? links.peers : ring.length) > 0,
+    quiet: () => closed || !listening,
+    waiting: () => sender.pending + (links?.inFlight ?? 0) > 0,
+    pending: () => sender.pending + (links?.inFlight ?? 0),
+    problem: (e) => handlers.problem(e),
+  });
 
   report();
   const started = listen();
@@ -643,7 +708,7 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
       return ring.length;
     },
     providerName: ep.providerName,
-    stats: () => ({ sentMessages: sender.sentMessages, sentBytes: sender.sentBytes, receivedMessages: 0, receivedBytes: 0, queued: sender.pending }),
+    stats: () => ({ sentMessages: sender.sentMessages, sentBytes: sender.sentBytes, receivedMessages: 0, receivedBytes: 0, queued: sender.pending + (links?.inFlight ?? 0) }),
     sendLink: (key, frames) =>
       new Promise<void>((resolve, reject) => {
         const p = peers.get(Number(key));
@@ -655,16 +720,27 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
     async close(lingerMs) {
       const deadline = Date.now() + lingerMs;
       const drained = await sender.drain(lingerMs);
+      const unsent = `the node closed before this message could be sent to a receiver on ${where}`;
+      // The frame set the Sender is transmitting (at most one job) is counted in its pending messages.
+      let undelivered = drained ? 0 : sender.pending;
+      let until = deadline;
+      if (links) {
+        // Exactly-once: acknowledgements get the linger time. The queue is counted (and failed)
+        // before the link layer stops, whose stop fails the frame set waiting for room in its
+        // window; then what it holds unacknowledged. The fabric then holds heartbeats at most.
+        if (drained) await links.settle(Math.max(0, deadline - Date.now()));
+        undelivered = (drained ? 0 : sender.close(unsent)) + links.close();
+        until = Math.min(deadline, Date.now() + 200);
+      }
       // What the fabric holds gets the rest of the linger time to complete.
-      while ((jobs.length > 0 || inFlight > 0) && ring.length > 0 && Date.now() < deadline) {
+      while ((jobs.length > 0 || inFlight > 0) && ring.length > 0 && Date.now() < until) {
         progress.kick();
         await sleep(2);
       }
-      const undelivered = (drained ? 0 : sender.pending) + jobs.length;
       closed = true;
-      clearInterval(watchdog);
+      stopWatch();
       progress.stop();
-      if (!drained) sender.close(`the node closed before this message could be sent to a receiver on ${where}`);
+      if (!drained && !links) sender.close(unsent);
       for (const job of jobs.splice(0)) job.reject(new StreamError('ECLOSED', `the node closed before this message could be sent to a receiver on ${where}`));
       for (const p of peers.values()) {
         p.alive = false;
@@ -702,7 +778,7 @@ interface InSender {
 export function openFabricIn(cfg: FabricInConfig, handlers: FabricHandlers): FabricStream {
   const chunkBytes = cfg.chunkBytes ?? DEFAULT_CHUNK_BYTES;
   const credits = cfg.credits ?? DEFAULT_CREDITS;
-  const ep = openEndpoint(cfg.provider, { depth: MAX_POSTED, sourceHost: inSourceHost(cfg.connect) });
+  const ep = (cfg.openEndpoint ?? openEndpoint)(cfg.provider, { depth: MAX_POSTED, sourceHost: inSourceHost(cfg.connect) });
   track(ep);
   const targets = cfg.connect.map((t) => `${t.host}:${t.port}`);
   const where = targets.join(', ');
@@ -748,13 +824,21 @@ export function openFabricIn(cfg: FabricInConfig, handlers: FabricHandlers): Fab
     if (s) s.owed++;
   }
 
-  /** Posts `n` buffers for a new sender: spare ones first, then new ones. */
-  function provide(n: number): number {
+  /**
+   * Posts `n` buffers for a new sender: spare ones first, then new ones. Where the provider needs
+   * buffers registered (fi_mr_reg, efa) that can fail: `failed` says why, `given` what was posted.
+   */
+  function provide(n: number): { given: number; failed?: unknown } {
     const fromSpare = Math.min(spare, n);
     spare -= fromSpare;
     let given = fromSpare;
     while (given < n && all.size < MAX_POSTED) {
-      const b = ep.allocBuffer(chunkBytes);
+      let b: NativeBuffer;
+      try {
+        b = ep.allocBuffer(chunkBytes);
+      } catch (e) {
+        return { given, failed: e };
+      }
       all.add(b);
       if (!post(b, -1)) {
         toPost.pop();
@@ -764,7 +848,7 @@ export function openFabricIn(cfg: FabricInConfig, handlers: FabricHandlers): Fab
       }
       given++;
     }
-    return given;
+    return { given };
   }
 
   function deliver(s: InSender, frames: Buffer[]): void {
@@ -984,8 +1068,18 @@ export function openFabricIn(cfg: FabricInConfig, handlers: FabricHandlers): Fab
         });
         s = { id, name, channel, reassembler: new Reassembler(maxBytes), expectSeq: 0, granted: 0, received: 0, owed: 0, ready: false, bye: false, held: new Map() };
         senders.set(id, s);
-        const given = provide(credits);
+        const { given, failed } = provide(credits);
         s.granted = given;
+        if (failed !== undefined) {
+          // Reported, not thrown (this is a socket callback); once until a sender welcomes us again.
+          if (!reported) {
+            const then = given === 0 ? 'closing the connection; retrying' : `going on with ${plural(given, 'credit')} instead of ${credits}`;
+            handlers.problem(new StreamError('EFABRIC', `efa in connecting to rdma out at ${name}: cannot register receive buffers with provider ${ep.providerName} (${errorText(failed)}); ${then}`));
+          }
+          reported = true;
+          // With no credit to give, that sender could never send: close, and connect again later.
+          if (given === 0) return channel.destroy();
+        }
         channel.send({
           t: 'hello',
           v: CHANNEL_VERSION,

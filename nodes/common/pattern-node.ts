@@ -1,7 +1,7 @@
 import type { Node, NodeAPI, NodeMessage, NodeMessageInFlow } from 'node-red';
 import { WireMessage } from '../../native/codec';
 import { StreamError } from '../../native/errors';
-import { Pattern, RECEIVES, SENDS, StreamStatus, ZmqStream } from '../../native/zmq';
+import { Pattern, RECEIVES, SENDS, ZmqStream } from '../../native/zmq';
 import { bindsFor, ConfigError, lingerMs, PatternNodeDef, streamConfig } from './config';
 import { isInputPattern } from './pipeline';
 import { Rates, readyText, watchRates } from './live-status';
@@ -9,8 +9,8 @@ import { sourceEndpoints } from './source';
 import { registerStats } from './stats';
 import { openTransport, transportOption } from './transport';
 import { ProblemReporter } from './problems';
-import { trackCompletion } from './completion';
-import { openWatermarks } from './delivery-state';
+import { exactlyOnceReceiver } from './receiver-setup';
+import { StatusView } from './status-view';
 
 /**
  * One implementation for the six ZeroMQ pattern nodes: a thin adapter between Node-RED messages
@@ -63,16 +63,13 @@ export function registerPatternNode(RED: NodeAPI, pattern: Pattern): void {
     const wholeMsg = def.wholeMsg === true;
     const fixedTopic = def.topicMode === 'fixed' ? def.topic ?? '' : undefined;
 
-    let backpressured = false;
-    let lastStatus: StreamStatus = { state: 'connecting', peers: 0, text: 'starting' };
+    let rates: Rates | undefined;
+    const status = new StatusView(node, (text) => readyText(text, TRANSPORT, rates));
     let stream: ZmqStream;
     let linger: number;
     let unregisterStats = () => undefined as void;
     let stopRates = () => undefined as void;
     let stopCompletion = () => undefined as void;
-    let rates: Rates | undefined;
-    // The status last shown: a steady rate makes the same text, which is not sent again.
-    let shown = '';
     try {
       let fromSource: string[] = [];
       if (def.sourceStage && isInputPattern(pattern) && !bindsFor(pattern, def)) {
@@ -82,18 +79,12 @@ export function registerPatternNode(RED: NodeAPI, pattern: Pattern): void {
       }
       const cfg = streamConfig(pattern, def, fromSource, process.env, RED.settings.userDir as string | undefined);
       const transport = transportOption(def.transport);
-      // Exactly-once receivers remember what they finished across a crash (./delivery-state.ts; first:
-      // a folder that cannot be written stops the node before anything is set up)...
-      const watermarks = cfg.delivery === 'exactly-once' && RECEIVES[pattern] ? openWatermarks(node, RED.settings.userDir as string | undefined) : undefined;
-      cfg.watermarks = watermarks;
-      stopCompletion = () => watermarks?.close();
-      // ...and acknowledge when the wired nodes are done (./completion.ts). Both are released on
-      // close and when the setup below fails (a completion hook left behind would refuse the next deploy).
-      const completion = cfg.delivery === 'exactly-once' && RECEIVES[pattern] ? trackCompletion(RED, node, (def as { wires?: unknown }).wires) : undefined;
-      stopCompletion = () => {
-        completion?.stop();
-        watermarks?.close();
-      };
+      // Exactly-once receivers remember what they finished across a crash and acknowledge when the
+      // wired nodes are done (./receiver-setup.ts); released on close and when the setup below fails.
+      const receiver = cfg.delivery === 'exactly-once' && RECEIVES[pattern] ? exactlyOnceReceiver(RED, node, (def as { wires?: unknown }).wires) : undefined;
+      cfg.watermarks = receiver?.watermarks;
+      const completion = receiver?.completion;
+      stopCompletion = () => receiver?.stop();
       const opened = openTransport(RED, transport, cfg, def.sourceStage, {
         acknowledges: completion !== undefined,
         message: (m, key, done) => {
@@ -101,12 +92,11 @@ export function registerPatternNode(RED: NodeAPI, pattern: Pattern): void {
           if (done) completion!.track(msg._msgid as string, done);
           node.send(msg);
         },
-        status: (s) => showStatus(s),
+        status: (s) => status.show(s),
         problem: (e) => problems.report(e),
         backpressure: (on, queued) => {
           if (on) node.warn(`backpressure: ${queued} messages wait for the peers (high-water mark ${def.hwm ?? 'default'}); input messages are held in order`);
-          backpressured = on;
-          showStatus(lastStatus);
+          status.backpressure(on);
         },
       });
       stream = opened.stream;
@@ -116,7 +106,7 @@ export function registerPatternNode(RED: NodeAPI, pattern: Pattern): void {
       unregisterStats = registerStats(node.id, { pattern, peers: () => live.peers, stats: () => live.stats() });
       stopRates = watchRates(() => live.stats(), (r) => {
         rates = r;
-        showStatus(lastStatus);
+        status.refresh();
       });
     } catch (e) {
       stopCompletion();
@@ -124,22 +114,6 @@ export function registerPatternNode(RED: NodeAPI, pattern: Pattern): void {
       node.status({ fill: 'red', shape: 'ring', text });
       node.error(`configuration: ${text}`);
       return;
-    }
-
-    function put(st: { fill: 'red' | 'yellow' | 'green'; shape: 'ring' | 'dot'; text: string }) {
-      const key = `${st.fill} ${st.shape} ${st.text}`;
-      if (key === shown) return;
-      shown = key;
-      node.status(st);
-    }
-    function showStatus(s: StreamStatus) {
-      lastStatus = s;
-      if (s.state === 'error') put({ fill: 'red', shape: 'ring', text: s.text });
-      else if (s.state === 'connecting') put({ fill: 'yellow', shape: 'ring', text: s.text });
-      else {
-        const text = readyText(s.text, TRANSPORT, rates);
-        put({ fill: backpressured ? 'yellow' : 'green', shape: 'dot', text: backpressured ? `${text}, backpressure` : text });
-      }
     }
 
     function toNodeMessage(m: WireMessage, key: Buffer | undefined): NodeMessage {

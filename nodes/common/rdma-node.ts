@@ -7,13 +7,14 @@ import { FabricError } from '../../native/fabric/lib';
 import { FabricStream, openFabricIn, openFabricOut } from '../../native/fabric/stream';
 import { openZmqStream, StreamStatus, ZmqStream } from '../../native/zmq';
 import { openReliableFabricIn, openReliableFabricOut } from '../../native/delivery/fabric-links';
-import { trackCompletion } from './completion';
-import { openWatermarks } from './delivery-state';
+import { Completion } from './completion';
 import { ConfigError, lingerMs, PatternNodeDef, streamConfig } from './config';
 import { metaOf, nextMsgId } from './pattern-node';
 import { ProblemReporter } from './problems';
 import { rdmaSourceEndpoints } from './rdma-source';
+import { exactlyOnceReceiver } from './receiver-setup';
 import { registerStats } from './stats';
+import { StatusView } from './status-view';
 
 /**
  * The RDMA nodes: "rdma out" (spawn-rdma-out, the output side: listens on its port and sends
@@ -65,23 +66,16 @@ export function registerRdmaNode(RED: NodeAPI, side: RdmaSide): void {
     const node = this;
     const problems = new ProblemReporter(node, RED.events);
     const wholeMsg = def.wholeMsg === true;
-    let backpressured = false;
-    let lastStatus: StreamStatus = { state: 'connecting', peers: 0, text: 'starting' };
+    const status = new StatusView(node);
+    const showStatus = (s: StreamStatus) => status.show(s);
     let stream: Stream;
     let linger = 0;
     let unregisterStats = () => undefined as void;
 
-    function showStatus(s: StreamStatus) {
-      lastStatus = s;
-      if (s.state === 'error') node.status({ fill: 'red', shape: 'ring', text: s.text });
-      else if (s.state === 'connecting') node.status({ fill: 'yellow', shape: 'ring', text: s.text });
-      else node.status({ fill: backpressured ? 'yellow' : 'green', shape: 'dot', text: backpressured ? `${s.text}, backpressure` : s.text });
-    }
-
-    let stopCompletion = () => undefined as void;
-    let stopWatermarks = () => undefined as void;
-    // Set once the configuration is read: exactly-once receivers acknowledge when the wired nodes are done (./completion.ts).
-    let completion: ReturnType<typeof trackCompletion>;
+    // Exactly-once receivers: what they finished outlives a crash, and they acknowledge when the
+    // wired nodes are done (./receiver-setup.ts). Set once the configuration is read.
+    let stopReceiver = () => undefined as void;
+    let completion: Completion | undefined;
     const handlers = {
       acknowledges: false,
       message: (m: WireMessage, done?: () => void) => {
@@ -92,8 +86,7 @@ export function registerRdmaNode(RED: NodeAPI, side: RdmaSide): void {
       problem: (e: StreamError) => problems.report(e),
       backpressure: (on: boolean, queued: number) => {
         if (on) node.warn(`backpressure: ${queued} messages wait for the receivers; input messages are held in order`);
-        backpressured = on;
-        showStatus(lastStatus);
+        status.backpressure(on);
       },
     };
 
@@ -108,13 +101,12 @@ export function registerRdmaNode(RED: NodeAPI, side: RdmaSide): void {
       linger = lingerMs(def);
       const exactlyOnce = cfg.zmq.delivery === 'exactly-once';
       if (exactlyOnce && side === 'in') {
-        // What this receiver finished outlives a crash (./delivery-state.ts), over the fabric and the ZeroMQ fallback alike.
-        const watermarks = openWatermarks(node, RED.settings.userDir as string | undefined);
-        cfg.zmq.watermarks = watermarks;
-        stopWatermarks = () => watermarks?.close();
-        completion = trackCompletion(RED, node, (def as { wires?: unknown }).wires);
+        // Over the fabric and the ZeroMQ fallback alike.
+        const receiver = exactlyOnceReceiver(RED, node, (def as { wires?: unknown }).wires);
+        cfg.zmq.watermarks = receiver.watermarks;
+        completion = receiver.completion;
         handlers.acknowledges = completion !== undefined;
-        stopCompletion = () => completion?.stop();
+        stopReceiver = () => receiver.stop();
       }
       const open = (provider: Provider, status: (s: StreamStatus) => void): FabricStream => {
         const common = { provider, format: cfg.zmq.format, maxMessageSize: cfg.zmq.maxMessageSize };
@@ -147,8 +139,7 @@ export function registerRdmaNode(RED: NodeAPI, side: RdmaSide): void {
       const live = stream;
       unregisterStats = registerStats(node.id, { pattern: kind, peers: () => live.peers, stats: () => live.stats() });
     } catch (e) {
-      stopCompletion();
-      stopWatermarks();
+      stopReceiver();
       const text = e instanceof ConfigError || e instanceof StreamError || e instanceof FabricError ? e.message : String(e);
       node.status({ fill: 'red', shape: 'ring', text });
       node.error(e instanceof ConfigError ? `configuration: ${text}` : text);
@@ -176,8 +167,7 @@ export function registerRdmaNode(RED: NodeAPI, side: RdmaSide): void {
         })
         .catch((e) => node.error(`close: ${String(e)}`))
         .finally(() => {
-          stopCompletion();
-          stopWatermarks();
+          stopReceiver();
           unregisterStats();
           problems.stop();
           node.status({});
