@@ -1,10 +1,12 @@
 import { WireMessage } from '../codec';
-import { errorText, StreamError } from '../errors';
+import { StreamError } from '../errors';
 import { FabricHandlers, FabricInConfig, FabricOutConfig, FabricOutLinks, FabricStream, openFabricIn, openFabricOut } from '../fabric/stream';
 import type { StreamStatus } from '../zmq';
 import { deliverFrameSet, DeliverContext, ReceiveCounts } from './deliver';
 import { DeliveryEngine, Link, WatermarkStore } from './engine';
 import { HEADER_BYTES } from './protocol';
+// WINDOW_BYTES (16 chunks of 1 MiB) is what the credits allow anyway.
+import { BEAT_MS, messageCount, WINDOW_BYTES } from './settings';
 
 /**
  * Exactly-once delivery over RDMA: the delivery engine (./engine.ts) on top of the fabric streams
@@ -33,9 +35,6 @@ import { HEADER_BYTES } from './protocol';
  * go back), so backpressure reaches the rdma out instead of memory growing.
  */
 
-/** Bytes in flight per rdma out (as zmq-links.ts): 16 chunks of 1 MiB, what the credits allow anyway. */
-const WINDOW_BYTES = 16 * 1024 * 1024;
-const BEAT_MS = 200;
 /** Heartbeats waiting behind data for one receiver: more would only say the same thing again. */
 const MAX_QUEUED_BEATS = 2;
 
@@ -56,10 +55,6 @@ export interface ReliableFabricOptions {
 }
 
 const plural = (n: number, what: string) => `${n} ${what}${n === 1 ? '' : 's'}`;
-
-function countOf(format: string): (frames: Buffer[]) => number {
-  return (frames) => (format === 'raw' ? 1 : frames[0].readUInt32LE(4));
-}
 
 /** The fabric's status while it is not ready, else the engine's peers (links heard from). */
 function linkStatus(fabric: StreamStatus, provider: string, peers: number, idle: string): StreamStatus {
@@ -119,7 +114,7 @@ export function openReliableFabricOut(cfg: FabricOutConfig, handlers: FabricHand
       beatMs: BEAT_MS,
       deadMs: opts.deadMs ?? cfg.noPeerMs ?? 5000,
       addressed: false,
-      count: countOf(cfg.format),
+      count: messageCount(cfg.format),
     },
     {
       send(key, frames, control) {
@@ -204,7 +199,7 @@ export function openReliableFabricIn(cfg: FabricInConfig, handlers: ReliableFabr
       ackOnDone: handlers.acknowledges === true,
       maxUndone: { messages: opts.maxUndone ?? 16_384, bytes: 16 * 1024 * 1024 },
       watermarks: opts.watermarks,
-      count: countOf(cfg.format),
+      count: messageCount(cfg.format),
     },
     {
       send: (key, frames) => fabric.sendLink!(key, frames),
