@@ -4,10 +4,10 @@ import path from 'path';
 import { StreamError } from '../native/errors';
 import { Endpoint, EndpointOptions, openEndpoint, Provider } from '../native/fabric/endpoint';
 import { FabricError } from '../native/fabric/lib';
-import { FabricHandlers, FabricStream, openFabricIn, openFabricOut } from '../native/fabric/stream';
-import type { StreamStatus } from '../native/zmq';
+import { FabricStream, openFabricIn, openFabricOut } from '../native/fabric/stream';
 import { hasLibfabric, LIBFABRIC_INSTALL } from './support/libfabric';
 import { freePort } from './support/ports';
+import { fabricRecorder } from './support/fabric-recorder';
 import { requireSystem } from './support/system';
 
 /**
@@ -43,48 +43,6 @@ function registrationFails(failing: () => boolean) {
   return { open, opened };
 }
 
-/** Handlers that record problems and statuses, and wait for the first one matching a predicate. */
-function recorder() {
-  const problems: StreamError[] = [];
-  const statuses: StreamStatus[] = [];
-  const messages: unknown[] = [];
-  const waiters: Array<() => void> = [];
-  const wake = () => waiters.splice(0).forEach((w) => w());
-  const until = <T>(what: string, find: () => T | undefined, ms = 20_000): Promise<T> =>
-    new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}; problems: ${problems.map((p) => p.message).join(' | ')}`)), ms);
-      const check = () => {
-        const hit = find();
-        if (hit !== undefined) {
-          clearTimeout(timer);
-          resolve(hit);
-        } else waiters.push(check);
-      };
-      check();
-    });
-  const handlers: FabricHandlers = {
-    message: (m) => {
-      messages.push(m.payload);
-      wake();
-    },
-    status: (s) => {
-      statuses.push(s);
-      wake();
-    },
-    problem: (e) => {
-      problems.push(e);
-      wake();
-    },
-  };
-  return {
-    handlers,
-    problems,
-    problem: (pred: (e: StreamError) => boolean, what: string) => until(what, () => problems.find(pred)),
-    status: (pred: (s: StreamStatus) => boolean, what: string) => until(what, () => statuses.find(pred)),
-    message: (payload: unknown) => until(`message ${String(payload)}`, () => (messages.includes(payload) ? true : undefined)),
-  };
-}
-
 const common = { provider: 'tcp' as const, format: 'spawn' as const, maxMessageSize: 0 };
 const outConfig = (port: number) => ({ ...common, host: '127.0.0.1', port, highWater: 1000, queueLimit: 10_000, batch: true });
 const inConfig = (port: number) => ({ ...common, connect: [{ host: '127.0.0.1', port }], reconnectMs: 100 });
@@ -105,7 +63,7 @@ describe('fabric streams when buffer registration fails (tcp provider, fi_mr_reg
     const port = await freePort();
     let made = 0;
     const reg = registrationFails(() => ++made > 5); // the sixth of sixteen fails
-    const rec = recorder();
+    const rec = fabricRecorder(20_000);
     assert.throws(
       () => streams.push(openFabricOut({ ...outConfig(port), openEndpoint: reg.open }, rec.handlers)),
       (e: unknown) =>
@@ -119,13 +77,13 @@ describe('fabric streams when buffer registration fails (tcp provider, fi_mr_reg
 
   it('efa in: receive buffers cannot be registered when it connects: EFABRIC naming the sender and provider, then it connects again once they can', async function () {
     const port = await freePort();
-    const outRec = recorder();
+    const outRec = fabricRecorder(20_000);
     const out = openFabricOut(outConfig(port), outRec.handlers);
     streams.push(out);
     await outRec.status((s) => s.text.includes('waiting for receivers'), 'rdma out listening');
     let failing = true;
     const reg = registrationFails(() => failing);
-    const inRec = recorder();
+    const inRec = fabricRecorder(20_000);
     streams.push(openFabricIn({ ...inConfig(port), openEndpoint: reg.open }, inRec.handlers));
     const e = await inRec.problem((x) => x.code === 'EFABRIC', 'the registration failure');
     assert.equal(
@@ -143,7 +101,7 @@ describe('fabric streams when buffer registration fails (tcp provider, fi_mr_reg
     const port = await freePort();
     let failing = false;
     const reg = registrationFails(() => failing);
-    const rec = recorder();
+    const rec = fabricRecorder(20_000);
     // Every chunk copied into a send buffer (the buffers a receiver that goes away holds).
     process.env.SPAWN_FABRIC_COPY = '1';
     let out: FabricStream;
@@ -170,7 +128,7 @@ describe('fabric streams when buffer registration fails (tcp provider, fi_mr_reg
     const e = await rec.problem((x) => x.code === 'EFABRIC', 'the registration failure');
     assert.match(e.message, new RegExp(`^rdma out on 127\\.0\\.0\\.1:${port}: cannot register send buffers with provider tcp;ofi_rxm \\(fi_mr_reg: Cannot allocate memory \\(made to fail by the test\\)\\) in place of the [1-4] buffers? a receiver that went away still holds; going on with fewer until they come back$`));
     failing = false;
-    const inRec = recorder();
+    const inRec = fabricRecorder(20_000);
     streams.push(openFabricIn(inConfig(port), inRec.handlers));
     await inRec.status((s) => s.state === 'ready', 'a new receiver connected');
     out.send('after', undefined, undefined, () => undefined);

@@ -2,10 +2,10 @@ import { strict as assert } from 'assert';
 import * as net from 'net';
 import { StreamError } from '../native/errors';
 import { openReliableFabricOut } from '../native/delivery/fabric-links';
-import { FabricHandlers, FabricStream, openFabricOut } from '../native/fabric/stream';
-import type { StreamStatus } from '../native/zmq';
+import { FabricStream, openFabricOut } from '../native/fabric/stream';
 import { hasLibfabric, LIBFABRIC_INSTALL } from './support/libfabric';
 import { freePort } from './support/ports';
+import { fabricRecorder } from './support/fabric-recorder';
 import { requireSystem } from './support/system';
 
 /**
@@ -13,49 +13,6 @@ import { requireSystem } from './support/system';
  * a side-channel port that is taken (EADDRINUSE, retried until free) and messages waiting with no
  * receiver (ENOPEER), both through native/peer-watch.ts as the ZeroMQ and QUIC streams.
  */
-
-/** Handlers that record everything and let a test wait for the first problem or status matching a predicate. */
-function recorder() {
-  const problems: StreamError[] = [];
-  const statuses: StreamStatus[] = [];
-  const waiters: Array<() => void> = [];
-  const wake = () => waiters.splice(0).forEach((w) => w());
-  const until = <T>(what: string, find: () => T | undefined, ms = 10_000): Promise<T> =>
-    new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}; problems: ${problems.map((p) => p.message).join(' | ')}; last status: ${JSON.stringify(statuses[statuses.length - 1])}`)), ms);
-      const check = () => {
-        const hit = find();
-        if (hit !== undefined) {
-          clearTimeout(timer);
-          resolve(hit);
-        } else waiters.push(check);
-      };
-      check();
-    });
-  const backpressure: Array<[boolean, number]> = [];
-  const handlers: FabricHandlers = {
-    message: () => undefined,
-    backpressure: (on, queued) => {
-      backpressure.push([on, queued]);
-      wake();
-    },
-    status: (s) => {
-      statuses.push(s);
-      wake();
-    },
-    problem: (e) => {
-      problems.push(e);
-      wake();
-    },
-  };
-  return {
-    handlers,
-    problems,
-    backpressure,
-    problem: (code: string) => until(`a ${code} problem`, () => problems.find((p) => p.code === code)),
-    status: (what: string, pred: (s: StreamStatus) => boolean) => until(what, () => statuses.find(pred)),
-  };
-}
 
 const outConfig = (port: number, noPeerMs = 5000, highWater = 100) => ({
   provider: 'tcp' as const,
@@ -87,21 +44,21 @@ describe('rdma out: taken port and no receiver (tcp provider)', function () {
     const port = await freePort();
     holder = net.createServer();
     await new Promise<void>((r) => holder!.listen(port, '127.0.0.1', () => r()));
-    const rec = recorder();
+    const rec = fabricRecorder(10_000);
     stream = openFabricOut(outConfig(port), rec.handlers);
     const taken = await rec.problem('EADDRINUSE');
     assert.equal(taken.message, `cannot bind 127.0.0.1:${port}: address already in use (another node or program listens on that port); retrying`);
-    await rec.status('a red status', (s) => s.state === 'error' && s.text === taken.message);
+    await rec.status((s) => s.state === 'error' && s.text === taken.message, 'a red status');
     await new Promise<void>((r) => holder!.close(() => r()));
     holder = undefined;
-    await rec.status('waiting for receivers', (s) => s.state === 'connecting' && s.text === `tcp;ofi_rxm: waiting for receivers on 127.0.0.1:${port}`);
+    await rec.status((s) => s.state === 'connecting' && s.text === `tcp;ofi_rxm: waiting for receivers on 127.0.0.1:${port}`, 'waiting for receivers');
   });
 
   it('messages waiting with no receiver: ENOPEER naming the address and the count; close reports them undelivered', async function () {
     const port = await freePort();
-    const rec = recorder();
+    const rec = fabricRecorder(10_000);
     stream = openFabricOut(outConfig(port, 400), rec.handlers);
-    await rec.status('listening', (s) => s.text.includes('waiting for receivers'));
+    await rec.status((s) => s.text.includes('waiting for receivers'), 'listening');
     const failed: Array<Error | undefined> = [];
     for (let i = 0; i < 3; i++) stream.send(`m${i}`, undefined, undefined, (err) => failed.push(err));
     const none = await rec.problem('ENOPEER');
@@ -115,9 +72,9 @@ describe('rdma out: taken port and no receiver (tcp provider)', function () {
 
   it('exactly-once with no receiver: one Sender applies the high-water mark, ENOPEER counts what waits, close fails them', async function () {
     const port = await freePort();
-    const rec = recorder();
+    const rec = fabricRecorder(10_000);
     stream = openReliableFabricOut({ ...outConfig(port, 400, 2), batch: false }, rec.handlers);
-    await rec.status('listening', (s) => s.text.includes('waiting for receivers'));
+    await rec.status((s) => s.text.includes('waiting for receivers'), 'listening');
     const failed: Array<Error | undefined> = [];
     for (let i = 0; i < 6; i++) stream.send(`m${i}`, undefined, undefined, (err) => failed.push(err));
     // The third message is over the high-water mark of 2: backpressure reaches the node's handlers.
