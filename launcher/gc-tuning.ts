@@ -12,19 +12,17 @@ import * as v8 from 'v8';
  * on the main thread costs less in total there. With many cores the helper threads are free
  * capacity, and V8's default is the better one.
  *
- * Incremental marking goes too in that mode, in stages that receive over ZeroMQ or QUIC and run
- * no RDMA node. V8 starts an
- * incremental mark whenever the old generation's headroom is smaller than the young generation
+ * Incremental marking goes too in that mode, in stages that receive (a pull, sub, dealer, router
+ * or efa in). V8 starts an incremental mark whenever the old generation's headroom is smaller than the young generation
  * (16 MB semi-spaces), and a Node-RED heap of ~20 MB gets ~24 MB of headroom: a receiving runtime
  * marked its whole heap every ~60 ms while streaming 64 KiB payloads over ZeroMQ, though almost
  * nothing in it was garbage. Without incremental marking V8 runs a full collection only when a
  * limit is really reached; with the young-generation collections of native/gc-pacer.ts freeing
  * the payloads, that receiver went from ~60 full collections to 1–4 per 60,000 messages and
  * push → pull from 940–1,040 to 1,020–1,180 MB/s (BENCHMARKS.md). The price is one pause
- * (20–30 ms for a stage runtime's heap) per full collection instead of many small steps. The
- * efa in's receive buffers are posted long before they fill, so they outlive young collections
- * and need full ones anyway; there the long pauses stall the credit round trips, and rdma out →
- * efa in over shm at 64 KiB ran at 630–720 MB/s without incremental marking, 750–830 with it.
+ * (20–30 ms for a stage runtime's heap) per full collection instead of many small steps. The efa
+ * in got there once it copied its payloads out of its receive buffers and received in steps of a
+ * few MB (native/fabric/stream.ts): 1 full collection per 30,000 × 64 KiB instead of 30–40.
  * A stage that only sends holds its payloads until the transport took them (a producer's window
  * outlives young collections), so it needs full collections too, and V8 schedules fewer of them
  * incrementally: push → pull with the producer keeping incremental marking ran 0.86–0.91× of raw
@@ -49,21 +47,14 @@ export function gcModeFor(env: NodeJS.ProcessEnv, cores: number): GcMode {
   return cores <= MAIN_THREAD_MARKING_MAX_CORES ? 'main-thread' : 'concurrent';
 }
 
-/** The node types whose transport waits on credit round trips (see above): their stages keep incremental marking. */
-const RDMA_TYPES = new Set(['spawn-rdma-out', 'spawn-efa-in']);
+/** The receiving nodes: they pace young collections (native/gc-pacer.ts). */
+const RECEIVING_TYPES = new Set(['spawn-pull', 'spawn-sub', 'spawn-dealer', 'spawn-router', 'spawn-efa-in']);
 
 /** The V8 flags for a stage: `nodeTypes` are the types of the nodes it runs. */
-/** The ZeroMQ and QUIC receiving nodes: they pace young collections (native/gc-pacer.ts). */
-const RECEIVING_TYPES = new Set(['spawn-pull', 'spawn-sub', 'spawn-dealer', 'spawn-router']);
-
 export function gcFlagsFor(mode: GcMode, nodeTypes: Iterable<string>): string[] {
   if (mode === 'concurrent') return [];
-  let receives = false;
-  for (const t of nodeTypes) {
-    if (RDMA_TYPES.has(t)) return ['--no-concurrent-marking'];
-    if (RECEIVING_TYPES.has(t)) receives = true;
-  }
-  return receives ? ['--no-concurrent-marking', '--no-incremental-marking'] : ['--no-concurrent-marking'];
+  for (const t of nodeTypes) if (RECEIVING_TYPES.has(t)) return ['--no-concurrent-marking', '--no-incremental-marking'];
+  return ['--no-concurrent-marking'];
 }
 
 export function tuneGcForStreaming(nodeTypes: Iterable<string>, env: NodeJS.ProcessEnv = process.env): GcMode {

@@ -114,18 +114,19 @@ describe('spawn-red run: one stage per process, peers from the peer-discovery fi
     assert.match(r.stderr, /is for stage "producer", not "consumer"/);
   });
 
-  it('marks the heap on the main thread on small machines (atomically where a ZeroMQ or QUIC node receives), as SPAWN_GC asks, and names a bad SPAWN_GC', function () {
+  it('marks the heap on the main thread on small machines (atomically where a node receives), as SPAWN_GC asks, and names a bad SPAWN_GC', function () {
     assert.equal(gcModeFor({}, 2), 'main-thread');
     assert.equal(gcModeFor({}, 4), 'main-thread');
     assert.equal(gcModeFor({}, 8), 'concurrent');
     assert.equal(gcModeFor({ SPAWN_GC: 'concurrent' }, 2), 'concurrent');
     assert.equal(gcModeFor({ SPAWN_GC: 'main-thread' }, 64), 'main-thread');
-    // Atomic marking where receivers pace young collections; incremental where RDMA credits wait on
-    // pauses, and in stages that only send (their payloads die old).
+    // Atomic marking where receivers pace young collections; incremental in stages that only send
+    // (their payloads die old).
     assert.deepEqual(gcFlagsFor('main-thread', ['spawn-pull', 'seq-sink']), ['--no-concurrent-marking', '--no-incremental-marking']);
     assert.deepEqual(gcFlagsFor('main-thread', ['spawn-pull', 'spawn-push']), ['--no-concurrent-marking', '--no-incremental-marking']);
-    assert.deepEqual(gcFlagsFor('main-thread', ['spawn-efa-in', 'seq-sink']), ['--no-concurrent-marking']);
+    assert.deepEqual(gcFlagsFor('main-thread', ['spawn-efa-in', 'seq-sink']), ['--no-concurrent-marking', '--no-incremental-marking']);
     assert.deepEqual(gcFlagsFor('main-thread', ['seq-source', 'spawn-push']), ['--no-concurrent-marking']);
+    assert.deepEqual(gcFlagsFor('main-thread', ['seq-source', 'spawn-rdma-out']), ['--no-concurrent-marking']);
     assert.deepEqual(gcFlagsFor('concurrent', ['spawn-pull']), []);
     const flowFile = path.join(dir, 'flows.json');
     fs.writeFileSync(flowFile, JSON.stringify(pipelineFlow(5555)));

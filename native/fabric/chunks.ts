@@ -105,24 +105,6 @@ export class MessageCursor {
   }
 }
 
-/**
- * The frames of a message that a chunk holds whole (preamble and every byte, nothing more), as
- * views into the chunk: for handing a receive buffer out without copying. Null otherwise.
- */
-export function wholeMessage(data: Buffer): Buffer[] | null {
-  if (data.length < 4) return null;
-  const count = data.readUInt32LE(0);
-  if (count < 1 || count > MAX_FRAMES || data.length < 4 + 4 * count) return null;
-  let at = 4 + 4 * count;
-  const frames: Buffer[] = [];
-  for (let i = 0; i < count; i++) {
-    const n = data.readUInt32LE(4 + 4 * i);
-    frames.push(data.subarray(at, at + n));
-    at += n;
-  }
-  return at === data.length ? frames : null;
-}
-
 export type Reassembled = { frames: Buffer[] } | { refused: number } | { bad: string } | null;
 
 /**

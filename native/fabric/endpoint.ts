@@ -300,9 +300,10 @@ export class Endpoint {
    * Never blocks. A failed operation throws a FabricError with the provider's reason and, in
    * `op`, the operation (its buffer is the caller's again); the next poll() carries on.
    */
-  poll(): Completion[] {
+  /** Up to `max` completions (at most CQ_BATCH). */
+  poll(max = CQ_BATCH): Completion[] {
     if (!this.cq) throw new FabricError('fi_cq_read', 9, 'the fabric endpoint is closed');
-    const n = Number(koffi.call(this.cqReadFn, proto.cq_read, this.cq, this.cqBuf, CQ_BATCH));
+    const n = Number(koffi.call(this.cqReadFn, proto.cq_read, this.cq, this.cqBuf, Math.min(max, CQ_BATCH)));
     if (n === -C.FI_EAGAIN) return [];
     if (n === -C.FI_EAVAIL) this.throwCqError();
     check('fi_cq_read', n);

@@ -1,12 +1,13 @@
 import net from 'net';
 import { WireMessage } from '../codec';
 import { errorText, StreamError } from '../errors';
+import { RECEIVE_YIELD_BYTES } from '../gc-pacer';
 import { bindRetrying, watchForNoPeer } from '../peer-watch';
 import { decodeReceived } from '../receiver';
 import { DETACH_BYTES, Format, SendCallback, Sender } from '../sender';
 import type { StreamStats, StreamStatus } from '../zmq';
 import { Channel, CHANNEL_VERSION, ChannelMessage, framesMessage, framesOf } from './channel';
-import { CHUNK_HEADER, MessageCursor, Reassembler, wholeMessage, writeChunkHeader } from './chunks';
+import { CHUNK_HEADER, MessageCursor, Reassembler, writeChunkHeader } from './chunks';
 import { Completion, Endpoint, EndpointOptions, NativeBuffer, openEndpoint, Provider } from './endpoint';
 import { FabricError } from './lib';
 import { Progress } from './progress';
@@ -150,6 +151,8 @@ const STUCK_MS = 100;
  * (the "23.6 s" bench runs of 3,000 × 1 MiB).
  */
 const TCP_SPIN_MS = 50;
+/** Receive completions read at a time: chunks are up to 1 MiB, so a step stops near RECEIVE_YIELD_BYTES. */
+const RECEIVES_PER_POLL = 2;
 /** Most receive buffers one input side keeps posted. */
 const MAX_POSTED = 1024;
 
@@ -903,20 +906,10 @@ export function openFabricIn(cfg: FabricInConfig, handlers: FabricHandlers): Fab
   /** A chunk in sequence: into its message, then its buffer is posted again and credited. */
   function consume(s: InSender, c: Completion): void {
     const data = c.buffer.buf.subarray(CHUNK_HEADER, c.len);
-    // A chunk that is one whole large message (or a full batch) is handed out as it is, without
-    // a copy, and a new buffer is posted in its place (not where buffers must be registered:
-    // registering one per message would cost more than the copy).
-    if (!ep.mrLocal && s.reassembler.atStart && data.length >= chunkBytes / 4 && (maxBytes === 0 || data.length <= maxBytes)) {
-      const frames = wholeMessage(data);
-      if (frames) {
-        all.delete(c.buffer);
-        const fresh = ep.allocBuffer(chunkBytes);
-        all.add(fresh);
-        deliver(s, frames);
-        if (post(fresh, s.id)) credit(s.id);
-        return;
-      }
-    }
+    // Copied out, and the buffer posted again. Handing a whole-message chunk out as it is (and
+    // posting a new buffer) saved the copy, but the new buffers waited posted, 16 chunks ahead,
+    // through young-generation collections, were promoted, and made the runtime run a full
+    // collection every ~48 MB; copies die young (native/gc-pacer.ts). See BENCHMARKS.md, RDMA.
     const r = s.reassembler.push(data);
     if (r) {
       if ('frames' in r) deliver(s, r.frames);
@@ -956,10 +949,13 @@ export function openFabricIn(cfg: FabricInConfig, handlers: FabricHandlers): Fab
       credit(sender);
       work++;
     }
-    for (let i = 0; i < POLLS_PER_STEP && !closed; i++) {
+    // Bounded by bytes too: what a step hands on waits in Node-RED's queue until the step yields,
+    // and payloads that wait through young-generation collections are promoted (gc-pacer.ts).
+    let stepBytes = 0;
+    for (let i = 0; i < POLLS_PER_STEP && !closed && stepBytes < RECEIVE_YIELD_BYTES; i++) {
       let done: Completion[];
       try {
-        done = ep.poll();
+        done = ep.poll(RECEIVES_PER_POLL);
       } catch (e) {
         work++;
         const op = (e as FabricError).op;
@@ -971,7 +967,10 @@ export function openFabricIn(cfg: FabricInConfig, handlers: FabricHandlers): Fab
       for (const c of done) {
         // A message handler may close this stream (and its endpoint) while we are here.
         if (closed) return work;
-        if (c.kind === 'recv') onChunk(c);
+        if (c.kind === 'recv') {
+          stepBytes += c.len;
+          onChunk(c);
+        }
       }
       work += done.length;
     }
