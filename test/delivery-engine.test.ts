@@ -1,6 +1,7 @@
 import { strict as assert } from 'assert';
 import { DeliveryEngine, Link, LinkIo } from '../native/delivery/engine';
 import { StreamError } from '../native/errors';
+import { seededRandom } from './support/random';
 
 /**
  * The delivery engine over an in-memory transport that can lose and hold frame sets: what QUIC and
@@ -92,8 +93,8 @@ describe('delivery engine (in-memory transport)', function () {
       // One data frame set in seven vanishes, resends too, chosen by a seeded generator. (Every
       // seventh by count could drop the same resend forever: a tail of 7k frame sets resent
       // together puts the gap at the same count each round. It did once in a full suite.)
-      let seed = 12345;
-      p.wire.drop = () => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 16) % 7 === 0;
+      const random = seededRandom();
+      p.wire.drop = () => random() < 1 / 7;
       for (let i = 0; i < 500; i++) await p.a.transmit(msg(i));
       await until('all delivered', () => p.delivered.length >= 500, 10_000);
       assert.deepEqual(p.delivered, Array.from({ length: 500 }, (_, i) => i));

@@ -1,10 +1,7 @@
 import { strict as assert } from 'assert';
-import * as fs from 'fs';
-import * as net from 'net';
-import * as os from 'os';
-import * as path from 'path';
 import { startChildRuntime, tabFlow } from './support/child-runtime';
-import { freeUdpPort, quicIdentities, twoZonePeerFiles } from './support/quic';
+import { streamAutoAcrossZones } from './support/auto-pipeline';
+import { freeUdpPort, quicIdentities } from './support/quic';
 
 /**
  * Exactly-once over QUIC between two Node-RED runtimes in child processes: router/dealer both
@@ -45,37 +42,6 @@ describe('exactly-once over QUIC between two Node-RED runtimes', function () {
   });
 
   it('transport auto that resolves to QUIC (stages in two zones) carries exactly-once', async function () {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'spawn-red-eo-auto-'));
-    const [pDir, cDir] = quicIdentities(2, 'eo-auto');
-    const port = await freeUdpPort();
-    const peerFiles = twoZonePeerFiles(dir, 'eo-auto');
-    const flow = [
-      { id: 'tabP', type: 'tab', label: 'Producer' },
-      { id: 'tabC', type: 'tab', label: 'Consumer' },
-      { id: 'stP', type: 'spawn-stage', z: 'tabP', stageId: 'producer', instanceCount: 1, wires: [] },
-      { id: 'src', type: 'seq-source', z: 'tabP', count: N, size: 500, kind: 'buffer', wires: [['push']] },
-      { id: 'push', type: 'spawn-push', z: 'tabP', port, transport: 'auto', ...EO, wires: [] },
-      { id: 'stC', type: 'spawn-stage', z: 'tabC', stageId: 'consumer', instanceCount: 1, wires: [] },
-      { id: 'pull', type: 'spawn-pull', z: 'tabC', sourceStage: 'producer', endpoints: '', transport: 'auto', ...EO, wires: [['sinkC']] },
-      { id: 'sinkC', type: 'seq-sink', z: 'tabC', expect: N, label: 'sink', wires: [] },
-    ];
-    const c = await startChildRuntime(flow, 'eo-auto-consumer', { stage: 'consumer', peers: peerFiles.consumer, env: { SPAWN_BIND_ADDR: '127.0.0.3', SPAWN_QUIC_DIR: cDir } });
-    const p = await startChildRuntime(flow, 'eo-auto-producer', { stage: 'producer', peers: peerFiles.producer, env: { SPAWN_BIND_ADDR: '127.0.0.2', SPAWN_QUIC_DIR: pDir } });
-    try {
-      const r = await c.waitForReport((x) => x.done, 60_000);
-      assert.equal(r.count, N);
-      assert.equal(r.outOfOrder, 0, r.firstProblem);
-      // QUIC it was: nothing listens on the TCP port of the same number.
-      const tcp = await new Promise<string>((resolve) => {
-        const s = net.connect(port, '127.0.0.2');
-        s.once('connect', () => (s.destroy(), resolve('connected')));
-        s.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? 'error'));
-      });
-      assert.equal(tcp, 'ECONNREFUSED');
-    } finally {
-      assert.equal(await p.stop(), 0, p.output());
-      assert.equal(await c.stop(), 0, c.output());
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
+    await streamAutoAcrossZones('eo-auto', N, EO);
   });
 });

@@ -5,6 +5,7 @@ import * as path from 'path';
 import { ensureCa, issueCertificate, writeIdentity } from '../../native/quic/pki';
 import type { QuicStreamConfig } from '../../native/quic/stream';
 import type { Pattern } from '../../native/zmq';
+import { seededRandom } from './random';
 
 /** A loopback UDP port that nothing is bound to right now (the kernel picks it). */
 export function freeUdpPort(): Promise<number> {
@@ -45,15 +46,7 @@ export interface LossyRelay {
  * generator, so a failing run can be repeated.
  */
 export function startLossyRelay(serverPort: number, opts: { drop: number; delay: number; maxDelayMs: number; seed?: number }): Promise<LossyRelay> {
-  let seed = opts.seed ?? 12345;
-  const random = () => {
-    // mulberry32
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = seed;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const random = seededRandom(opts.seed);
   const sock = dgram.createSocket({ type: 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
   const timers = new Set<NodeJS.Timeout>();
   let client: { port: number; address: string } | undefined;
