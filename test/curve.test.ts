@@ -10,6 +10,7 @@ import { openZmqStream, Pattern, ZmqStream, ZmqStreamConfig } from '../native/zm
 import { freePort } from './support/ports';
 import { startChildRuntime, tabFlow } from './support/child-runtime';
 import { writeKeyFile } from '../native/curve';
+import { until } from './support/until';
 
 /** CurveZMQ on the ZeroMQ transport, with real sockets: the pipeline's key admits, any other refuses. */
 
@@ -35,13 +36,6 @@ function open(c: ZmqStreamConfig) {
   return { stream, got, problems };
 }
 
-async function until(what: string, cond: () => boolean, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`${what}: not within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe('CurveZMQ encryption', function () {
   this.timeout(30_000);

@@ -2,6 +2,7 @@ import { strict as assert } from 'assert';
 import { DeliveryEngine, Link, LinkIo } from '../native/delivery/engine';
 import { StreamError } from '../native/errors';
 import { seededRandom } from './support/random';
+import { until } from './support/until';
 
 /**
  * The delivery engine over an in-memory transport that can lose and hold frame sets: what QUIC and
@@ -56,13 +57,6 @@ const msg = (seq: number) => {
   return [f];
 };
 
-async function until(what: string, cond: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`${what}: not within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 describe('delivery engine (in-memory transport)', function () {
   it('the window holds transmit() back until acknowledgements free it', async function () {

@@ -9,6 +9,7 @@ import { DEFAULT_MAX_SESSIONS, WatermarkFile, WatermarkFileError } from '../nati
 import { StreamError } from '../native/errors';
 import { ConfigError } from '../nodes/common/config';
 import { openWatermarks, watermarkPath } from '../nodes/common/delivery-state';
+import { until } from './support/until';
 
 /**
  * The exactly-once receiver's watermark file (native/delivery/watermarks.ts): what a killed and
@@ -18,13 +19,6 @@ import { openWatermarks, watermarkPath } from '../nodes/common/delivery-state';
 
 const sid = (n: number) => Buffer.from(`sess${String(n).padStart(4, '0')}`, 'latin1');
 
-async function until(what: string, cond: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`${what}: not within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 const SIZE = (slots: number) => 32 + slots * 64;
 

@@ -19,6 +19,7 @@ import { freeUdpPort } from './support/quic';
 import { hasMoto, Moto, MOTO_INSTALL, startMoto } from './support/moto';
 import { requireSystem } from './support/system';
 import { CREDS, motoClients, REGION, ssmParameters } from './support/aws';
+import { until } from './support/until';
 
 /**
  * The EC2 launcher ships each instance its QUIC certificate and key through SSM Parameter Store
@@ -57,13 +58,6 @@ function walk(dir: string): string[] {
 
 const mode = (f: string) => fs.statSync(f).mode & 0o777;
 
-async function until(what: string, cond: () => boolean, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 function awsError(code: string, message: string): Error {
   return Object.assign(new Error(message), { name: code, $fault: 'client', $metadata: { httpStatusCode: 400 } });

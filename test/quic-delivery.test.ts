@@ -3,6 +3,7 @@ import { StreamError } from '../native/errors';
 import { openQuicStream, QuicStream, QuicStreamConfig } from '../native/quic/stream';
 import { Pattern } from '../native/zmq';
 import { freeUdpPort, quicIdentities, quicTestConfig, startLossyRelay } from './support/quic';
+import { until } from './support/until';
 
 /**
  * Exactly-once over QUIC in one process, real UDP on loopback: the link layer (native/delivery/quic-links.ts),
@@ -30,13 +31,6 @@ function quic(pattern: Pattern, tlsDir: string, where: { bind?: number; connect?
   return o;
 }
 
-async function until(what: string, cond: () => boolean, ms = 15_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 const sendAll = (o: Opened, payloads: unknown[], key?: Buffer) =>
   Promise.all(payloads.map((p) => new Promise<void>((res, rej) => o.stream.send(p, key, undefined, (e) => (e ? rej(e) : res())))));

@@ -6,6 +6,7 @@ import { loadIdentity } from '../native/quic/pki';
 import { openQuicStream, QuicStreamConfig } from '../native/quic/stream';
 import { Pattern, StreamStatus, ZmqStream } from '../native/zmq';
 import { freeUdpPort, quicIdentities, quicTestConfig, startLossyRelay } from './support/quic';
+import { until } from './support/until';
 
 /** The QUIC transport in one process over real UDP on loopback: patterns, certificates, 0-RTT, loss. */
 
@@ -32,13 +33,6 @@ function quic(pattern: Pattern, tlsDir: string, where: { bind?: number; connect?
   return o;
 }
 
-async function until(what: string, cond: () => boolean, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 function sendAll(s: ZmqStream, payloads: unknown[], key?: string): Promise<void> {
   return Promise.all(
