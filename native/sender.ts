@@ -114,7 +114,11 @@ export function rawFrames(payload: unknown): Buffer[] {
 }
 
 export class Sender {
-  private queue: Entry[] = [];
+  /**
+   * Entries before `head` are taken: their slots are cleared at once, since each holds a payload
+   * (1 MiB ones made a producer keep the 4,096 taken before a compaction alive: 4 GB).
+   */
+  private queue: Array<Entry | undefined> = [];
   private head = 0;
   private scheduled = false;
   private pumping = false;
@@ -199,7 +203,7 @@ export class Sender {
 
   /** Takes the next frame set off the queue: one message, or a batch of consecutive small ones. */
   private take(): { frames: Buffer[]; entries: Entry[] } {
-    const first = this.queue[this.head++];
+    const first = this.next();
     const envelope = this.opts.envelope ? [first.key ?? EMPTY_KEY] : [];
     if (first.raw) {
       // Raw pub with no topic sends the bare payload, as a plain ZeroMQ publisher would.
@@ -216,17 +220,23 @@ export class Sender {
     const entries = [first];
     let size = FRAME_HEADER + single;
     while (this.head < this.queue.length) {
-      const next = this.queue[this.head];
+      const next = this.queue[this.head]!;
       if (!sameKey(first.key, next.key) || next.raw) break;
       const s = recordSize(next.meta, next);
       if (next.bytes.length >= this.opts.detachBytes || size + s > this.opts.batchBytes) break;
-      entries.push(next);
+      entries.push(this.next());
       size += s;
-      this.head++;
     }
     const writer = new BatchWriter(size);
     for (const e of entries) writer.add(e.meta, e);
     return { frames: [...envelope, writer.seal()], entries };
+  }
+
+  /** Takes the entry at the head, clearing its slot. */
+  private next(): Entry {
+    const entry = this.queue[this.head]!;
+    this.queue[this.head++] = undefined;
+    return entry;
   }
 
   /** A large message, with the large ones queued right behind it when batching is on. */
@@ -236,13 +246,12 @@ export class Sender {
       const limit = DETACHED_BATCH_BYTES;
       let bytes = first.bytes.length;
       while (this.head < this.queue.length && entries.length < MAX_DETACHED_RECORDS) {
-        const next = this.queue[this.head];
+        const next = this.queue[this.head]!;
         if (next.raw || !sameKey(first.key, next.key)) break;
         const n = next.bytes.length;
         if (n < this.opts.detachBytes || bytes + n > limit) break;
-        entries.push(next);
+        entries.push(this.next());
         bytes += n;
-        this.head++;
       }
     }
     const frames = encodeDetached(
@@ -312,7 +321,7 @@ export class Sender {
     this.queue = [];
     this.head = 0;
     const err = new StreamError('ECLOSED', reason);
-    for (const entry of left) entry.cb(err);
+    for (const entry of left) entry!.cb(err);
     return left.length;
   }
 }
