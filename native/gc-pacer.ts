@@ -51,7 +51,9 @@ let minorGc: MinorGc | null | undefined;
  * Count bytes a stream received; runs a young-generation collection every PACE bytes. Only
  * receivers pace: a sender's payloads were made upstream and are held until the transport has
  * taken them (a producer's window of 64 MB outlives any useful pace), so collecting there only
- * added work (1 MiB push → pull: 610–690 MB/s pacing the sender too, 760–820 without).
+ * added work (1 MiB push → pull: 610–690 MB/s pacing the sender too, 760–820 without). Measured
+ * again once the sender no longer kept sent payloads (fifth session): no gain either (shm
+ * 1,255–1,417 MB/s pacing the sender, 1,271–1,472 without).
  */
 export function paceStreamedBytes(bytes: number): void {
   if (paceBytes === 0) return;
