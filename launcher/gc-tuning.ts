@@ -1,5 +1,6 @@
 import * as os from 'os';
 import * as v8 from 'v8';
+import { Pattern, RECEIVES } from '../native/patterns';
 
 /**
  * Garbage-collector settings for headless stage runtimes.
@@ -51,7 +52,10 @@ export function gcModeFor(env: NodeJS.ProcessEnv, cores: number): GcMode {
 }
 
 /** The receiving nodes: they pace young collections (native/gc-pacer.ts). */
-const RECEIVING_TYPES = new Set(['spawn-pull', 'spawn-sub', 'spawn-dealer', 'spawn-router', 'spawn-efa-in']);
+export const RECEIVING_TYPES = new Set([
+  ...(Object.keys(RECEIVES) as Pattern[]).filter((p) => RECEIVES[p]).map((p) => `spawn-${p}`),
+  'spawn-efa-in',
+]);
 
 /** The V8 flags for a stage: `nodeTypes` are the types of the nodes it runs. */
 export function gcFlagsFor(mode: GcMode, nodeTypes: Iterable<string>): string[] {

@@ -10,6 +10,7 @@ import { DEFAULT_BATCH_BYTES, Format, SendCallback, streamSender } from './sende
 import { openReliableZmqStream } from './delivery/zmq-links';
 import type { WatermarkStore } from './delivery/engine';
 import { CurveKeys, curveSocketOptions, watchCurve } from './curve';
+import { Pattern, RECEIVES, SENDS } from './patterns';
 
 /**
  * The six ZeroMQ patterns behind one small interface: a stream that sends (push, pub, router,
@@ -17,10 +18,8 @@ import { CurveKeys, curveSocketOptions, watchCurve } from './curve';
  * without losing what it was given (within the linger bound).
  */
 
-export type Pattern = 'push' | 'pull' | 'pub' | 'sub' | 'router' | 'dealer';
-
-export const SENDS: Record<Pattern, boolean> = { push: true, pull: false, pub: true, sub: false, router: true, dealer: true };
-export const RECEIVES: Record<Pattern, boolean> = { push: false, pull: true, pub: false, sub: true, router: true, dealer: true };
+export type { Pattern };
+export { RECEIVES, SENDS };
 /** Patterns whose messages carry an envelope frame: the topic (pub/sub) or the peer identity (router). */
 const ENVELOPE: Record<Pattern, boolean> = { push: false, pull: false, pub: true, sub: true, router: true, dealer: false };
 
