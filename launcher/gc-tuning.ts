@@ -52,7 +52,7 @@ export function gcModeFor(env: NodeJS.ProcessEnv, cores: number): GcMode {
 }
 
 /** The receiving nodes: they pace young collections (native/gc-pacer.ts). */
-export const RECEIVING_TYPES = new Set([
+const RECEIVING_TYPES = new Set([
   ...(Object.keys(RECEIVES) as Pattern[]).filter((p) => RECEIVES[p]).map((p) => `spawn-${p}`),
   'spawn-efa-in',
 ]);

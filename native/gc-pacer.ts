@@ -30,7 +30,8 @@ const DEFAULT_PACE_MB = 16;
  */
 export const RECEIVE_YIELD_BYTES = 2 * 2 ** 20;
 
-type MinorGc = (opts: { type: 'minor' }) => void;
+/** V8's collector as `--expose-gc` gives it: a full collection by default, a young one on request. */
+export type Collector = (opts?: { type: 'minor' | 'major' }) => void;
 
 const paceBytes = (() => {
   const text = process.env.SPAWN_GC_PACE_MB;
@@ -45,7 +46,13 @@ export function gcPaceBytes(): number {
 
 let streamed = 0;
 /** undefined until first needed; null when this Node cannot collect on request. */
-let minorGc: MinorGc | null | undefined;
+let gc: Collector | null | undefined;
+
+/** V8's collector, looked up once; null when this Node cannot collect on request. */
+export function collector(): Collector | null {
+  if (gc === undefined) gc = lookUpGc();
+  return gc;
+}
 
 /**
  * Count bytes a stream received; runs a young-generation collection every PACE bytes. Only
@@ -60,13 +67,12 @@ export function paceStreamedBytes(bytes: number): void {
   streamed += bytes;
   if (streamed < paceBytes) return;
   streamed = 0;
-  if (minorGc === undefined) minorGc = lookUpGc();
-  minorGc?.({ type: 'minor' });
+  collector()?.({ type: 'minor' });
 }
 
-function lookUpGc(): MinorGc | null {
+function lookUpGc(): Collector | null {
   const exposed = (globalThis as { gc?: unknown }).gc;
-  if (typeof exposed === 'function') return exposed as MinorGc;
+  if (typeof exposed === 'function') return exposed as Collector;
   try {
     // The documented way to reach gc() without a command-line flag: expose it, then take it
     // from a fresh context (the flag only affects contexts created after it is set).
@@ -74,7 +80,7 @@ function lookUpGc(): MinorGc | null {
     const fn = vm.runInNewContext('gc') as unknown;
     // Not into the contexts made later (Node-RED's function nodes get one each).
     v8.setFlagsFromString('--no-expose-gc');
-    return typeof fn === 'function' ? (fn as MinorGc) : null;
+    return typeof fn === 'function' ? (fn as Collector) : null;
   } catch {
     return null;
   }

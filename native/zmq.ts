@@ -102,7 +102,6 @@ const ZMQ_FRAMES_IN_FLIGHT = 64;
 /** Receive turns between yields to the event loop, so downstream nodes run and backpressure reaches the sender. */
 const YIELD_EVERY = 512;
 
-
 function createSocket(cfg: ZmqStreamConfig): zmq.Socket {
   // libzmq's queues count frames, and a frame may be a batch of up to 64 KiB: a high-water mark of
   // 1000 frames could hold 64 MB per peer and direction. Our own queue keeps messages in order and

@@ -1,15 +1,6 @@
 import { strict as assert } from 'assert';
-import * as v8 from 'v8';
-import * as vm from 'vm';
+import { collector } from '../native/gc-pacer';
 import { Sender, SendCallback } from '../native/sender';
-
-/** The full collector, reached the way native/gc-pacer.ts reaches it (no command-line flag). */
-function fullGc(): void {
-  v8.setFlagsFromString('--expose-gc');
-  const gc = vm.runInNewContext('gc') as () => void;
-  v8.setFlagsFromString('--no-expose-gc');
-  gc();
-}
 
 /**
  * Queues `count` payloads; returns weak references to them. Not inline in the (async) test: a
@@ -54,7 +45,9 @@ describe('sender: the output queue', function () {
       assert.ok(sent.length > 0);
       // WeakRefs hold their targets until the job that made them ends: collect a turn later.
       await turn();
-      fullGc();
+      const gc = collector();
+      assert.ok(gc, 'this Node cannot collect on request');
+      gc();
       const alive = refs.flatMap((r, i) => (r.deref() === undefined ? [] : [i]));
       assert.deepEqual(alive, [], `payloads ${alive.join(', ')} of 0–63 still reachable after the transport took them`);
     });

@@ -744,7 +744,7 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
       stopWatch();
       progress.stop();
       if (!drained && !links) sender.close(unsent);
-      for (const job of jobs.splice(0)) job.reject(new StreamError('ECLOSED', `the node closed before this message could be sent to a receiver on ${where}`));
+      for (const job of jobs.splice(0)) job.reject(new StreamError('ECLOSED', unsent));
       for (const p of peers.values()) {
         p.alive = false;
         p.channel.finish({ t: 'bye' });
