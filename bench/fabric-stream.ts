@@ -1,5 +1,6 @@
 import { fork } from 'child_process';
 import { freePort } from '../test/support/ports';
+import { endChild, nextMessage } from './ipc';
 
 /**
  * The fabric stream layer alone (native/fabric/stream.ts, no Node-RED): one openFabricOut and
@@ -101,34 +102,14 @@ async function one(provider: string, copy: boolean, o: Opts): Promise<number> {
   const job = { provider, port, count: o.count, size: o.size, window: o.window };
   const out = fork(__filename, ['--child', JSON.stringify({ ...job, role: 'out' })], { env });
   const inn = fork(__filename, ['--child', JSON.stringify({ ...job, role: 'in' })], { env });
-  const next = (p: ReturnType<typeof fork>, key: string) =>
-    new Promise<Record<string, unknown>>((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`${provider}: no ${key} within 120 s`)), 120_000);
-      p.on('message', (m: Record<string, unknown>) => {
-        if (m[key]) {
-          clearTimeout(t);
-          resolve(m);
-        }
-      });
-    });
   try {
-    await next(inn, 'connected');
+    await nextMessage(inn, 'connected', provider);
     out.send({ go: true });
-    const r = await next(inn, 'done');
+    const r = await nextMessage(inn, 'done', provider);
     if (r.bad) throw new Error(`${provider}: ${r.bad} messages out of order or of the wrong size`);
     return (o.count * o.size) / 1e6 / ((r.ms as number) / 1000);
   } finally {
-    const ended = (p: ReturnType<typeof fork>) =>
-      new Promise<void>((resolve) => {
-        if (p.exitCode !== null || p.signalCode !== null) return resolve();
-        const t = setTimeout(() => p.kill('SIGKILL'), 5000);
-        p.once('exit', () => {
-          clearTimeout(t);
-          resolve();
-        });
-        p.send({ exit: true });
-      });
-    await Promise.all([ended(out), ended(inn)]);
+    await Promise.all([endChild(out), endChild(inn)]);
   }
 }
 

@@ -3,6 +3,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { freePort } from '../test/support/ports';
+import { providerAlone } from './provider-alone';
 
 /**
  * RDMA benchmark (the last step of `npm run bench`): rdma out → efa in between two headless
@@ -16,6 +17,10 @@ import { freePort } from '../test/support/ports';
  *
  * Timing as in bench/run.ts: the receiver's clock at its first and last message.
  * Targets (issue 6): shm ≥ 3× the ZeroMQ path's bytes/s at 1 MiB; tcp ≥ 1×.
+ *
+ * At 1 MiB each repetition also runs the providers alone (bench/provider-alone.ts: the bare
+ * endpoints moving the same fresh payloads, no Node-RED), the ceiling of the RDMA nodes, so that
+ * every run shows how far the targets are from what libfabric itself does on this machine.
  */
 
 const children = new Set<ChildProcess>();
@@ -43,8 +48,9 @@ type ChildRuntime = Awaited<ReturnType<typeof startChildRuntime>>;
 const ROOT = path.resolve(__dirname, '..', '..');
 const RESULTS_DIR = path.join(ROOT, 'bench', 'results');
 
-type Competitor = 'zmq push→pull' | 'rdma shm' | 'rdma tcp';
+type Competitor = 'zmq push→pull' | 'rdma shm' | 'rdma tcp' | 'shm alone' | 'tcp alone';
 const COMPETITORS: Competitor[] = ['zmq push→pull', 'rdma shm', 'rdma tcp'];
+const ALONE: Competitor[] = ['shm alone', 'tcp alone'];
 
 interface Case {
   size: number;
@@ -53,11 +59,13 @@ interface Case {
   window: number;
   /** Targets by competitor: ratio of its MB/s to the ZeroMQ path's. */
   targets: Partial<Record<Competitor, number>>;
+  /** Also run the providers alone (the ceiling). */
+  alone?: boolean;
 }
 
 const CASES: Case[] = [
   { size: 65536, label: '64 KiB', count: 30_000, window: 1_000, targets: {} },
-  { size: 1 << 20, label: '1 MiB', count: 3_000, window: 16, targets: { 'rdma shm': 3, 'rdma tcp': 1 } },
+  { size: 1 << 20, label: '1 MiB', count: 3_000, window: 16, targets: { 'rdma shm': 3, 'rdma tcp': 1 }, alone: true },
 ];
 
 interface Run {
@@ -83,6 +91,10 @@ function parse(argv: string[]) {
 }
 
 async function runOnce(competitor: Competitor, c: Case, rep: number): Promise<Run> {
+  if (competitor === 'shm alone' || competitor === 'tcp alone') {
+    const mbPerSec = await providerAlone(competitor === 'shm alone' ? 'shm' : 'tcp', c);
+    return { competitor, size: c.size, rep, ms: Math.round((c.count * c.size) / 1000 / mbPerSec), mbPerSec };
+  }
   const port = await freePort();
   const out =
     competitor === 'zmq push→pull'
@@ -135,6 +147,16 @@ function table(cases: Case[], runs: Run[]): string {
       .join('; ');
     lines.push(`| ${c.label} | ${c.count.toLocaleString('en-US')} | ${zmq.toFixed(0)} | ${shm.toFixed(0)} | ${(shm / zmq).toFixed(2)}× | ${tcp.toFixed(0)} | ${(tcp / zmq).toFixed(2)}× | ${targets || '–'} |`);
   }
+  const ceilings = cases.filter((c) => c.alone);
+  if (ceilings.length) {
+    lines.push('', 'The ceiling: libfabric alone, the bare endpoints moving the same fresh payloads with nothing else (bench/provider-alone.ts):', '');
+    lines.push('| payload | shm alone MB/s | shm alone / zmq | rdma shm / shm alone | tcp alone MB/s | tcp alone / zmq | rdma tcp / tcp alone |', '|---|---:|---:|---:|---:|---:|---:|');
+    for (const c of ceilings) {
+      const mb = (who: Competitor) => median(runs.filter((r) => r.size === c.size && r.competitor === who).map((r) => r.mbPerSec));
+      const [zmq, shm, tcp, shmAlone, tcpAlone] = [mb('zmq push→pull'), mb('rdma shm'), mb('rdma tcp'), mb('shm alone'), mb('tcp alone')];
+      lines.push(`| ${c.label} | ${shmAlone.toFixed(0)} | ${(shmAlone / zmq).toFixed(2)}× | ${(shm / shmAlone).toFixed(2)} | ${tcpAlone.toFixed(0)} | ${(tcpAlone / zmq).toFixed(2)}× | ${(tcp / tcpAlone).toFixed(2)} |`);
+    }
+  }
   return lines.join('\n');
 }
 
@@ -148,7 +170,7 @@ async function main(): Promise<number> {
   for (const c of cases) {
     for (let rep = 1; rep <= opts.reps; rep++) {
       // Interleaved, so drift on a shared machine hits every competitor alike.
-      for (const who of COMPETITORS) {
+      for (const who of c.alone ? [...COMPETITORS, ...ALONE] : COMPETITORS) {
         const r = await runOnce(who, c, rep);
         runs.push(r);
         console.log(`  ${c.label.padEnd(6)} rep ${rep} ${who.padEnd(14)} ${r.mbPerSec.toFixed(0).padStart(6)} MB/s (${r.ms} ms)`);
