@@ -7,6 +7,7 @@ import { FlowNode, Stage } from '../nodes/common/pipeline';
 import { unusedCoreNodeFiles } from './core-nodes';
 import { parseJson } from './json-location';
 import { tuneGcForStreaming } from './gc-tuning';
+import { tuneMallocForStreaming } from './malloc-tuning';
 import { startRuntime } from './runtime';
 import { findStage, stageFlow } from './stage-flow';
 import { fetchInstanceSecrets, FetchedSecrets, SecretsError } from './instance-secrets';
@@ -105,6 +106,7 @@ export async function startRun(opts: RunOptions): Promise<Running> {
   const runFlow = stage ? stageFlow(flow, stage) : flow;
   try {
     tuneGcForStreaming(runFlow.map((n) => n.type));
+    tuneMallocForStreaming();
   } catch (e) {
     throw new RunError(`${where}: ${(e as Error).message}`);
   }
