@@ -341,7 +341,16 @@ export class Endpoint {
     }
   }
 
-  /** Closes everything in reverse order of opening. Safe to call twice. */
+  /**
+   * Closes everything in reverse order of opening. Safe to call twice.
+   *
+   * A provider may refuse to close its domain (EBUSY) because it still holds operations it will
+   * never complete: over tcp, rxm keeps the rendezvous sends to a receiver that was killed, and
+   * their registrations with them. It may still use their contexts and buffers, so then nothing
+   * of ours is freed: the endpoint, with every buffer of its unfinished operations, is kept for
+   * the life of the process (`keptBusy`), and close() throws a FabricError with code EBUSY that
+   * says so. The endpoint is closed all the same: a second close() does nothing.
+   */
   close(): void {
     const closeFid = (what: string, fid: bigint) => {
       if (fid) close(what, fid);
@@ -354,7 +363,21 @@ export class Endpoint {
     this.av = 0n;
     closeFid('fi_close(cq)', this.cq);
     this.cq = 0n;
-    closeFid('fi_close(domain)', this.domain);
+    try {
+      closeFid('fi_close(domain)', this.domain);
+    } catch (e) {
+      if (!(e instanceof FabricError) || e.code !== EBUSY) throw e;
+      keptBusy.add(this);
+      const unfinished = this.inFlight;
+      this.domain = this.fabric = this.info = 0n;
+      this.contexts = this.cqBuf = this.scratch = this.iov = 0n;
+      const ops = unfinished === 1 ? '1 operation' : `${unfinished} operations`;
+      throw new FabricError(
+        'fi_close(domain)',
+        EBUSY,
+        `the ${this.providerName} provider still holds ${ops} it never completed (sends to a peer that went away): its domain stays open, and their buffers allocated, until the process exits (fi_close(domain): ${e.message.replace(/^fi_close\(domain\): /, '')})`,
+      );
+    }
     this.domain = 0n;
     closeFid('fi_close(fabric)', this.fabric);
     this.fabric = 0n;
@@ -402,6 +425,10 @@ function getinfo(provider: Provider, sourceHost?: string): bigint {
     free(out);
   }
 }
+
+const EBUSY = 16;
+/** Endpoints whose domain the provider kept busy at close (see Endpoint.close): never freed. */
+const keptBusy = new Set<Endpoint>();
 
 /** Opens an RDM endpoint on `provider`; see Endpoint. */
 export function openEndpoint(provider: Provider, options?: EndpointOptions): Endpoint {

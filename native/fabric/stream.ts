@@ -175,9 +175,19 @@ function track(ep: Endpoint): void {
     });
   }
 }
-function untrack(ep: Endpoint): void {
+/**
+ * Closes an endpoint. One whose provider keeps its domain busy (sends stuck with a receiver that
+ * was killed; see Endpoint.close) is closed as far as it can be and kept: that is reported to
+ * `problem`, naming the node (`who`), not thrown, since nothing more can be done about it.
+ */
+function untrack(ep: Endpoint, who: string, problem: (e: StreamError) => void): void {
   openEndpoints.delete(ep);
-  ep.close();
+  try {
+    ep.close();
+  } catch (e) {
+    if (!(e instanceof FabricError) || e.fn !== 'fi_close(domain)') throw e;
+    problem(new StreamError('EFABRIC', `${who} closed: ${e.message}`));
+  }
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
@@ -249,7 +259,7 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
     idle.push(...sendBuffers(ep));
   } catch (e) {
     // Nothing else is open yet: the endpoint is all there is to close.
-    untrack(ep);
+    untrack(ep, `rdma out on ${where}`, handlers.problem);
     throw e;
   }
   // Zero-copy sends (fi_sendv of a head buffer and the frames themselves) where the provider
@@ -542,7 +552,7 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
     const old = ep;
     ep = fresh;
     track(ep);
-    untrack(old);
+    untrack(old, `rdma out on ${where}: the endpoint it replaced`, handlers.problem);
     idle.length = 0;
     idle.push(...buffers);
     missing = 0;
@@ -751,7 +761,7 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
       }
       await started;
       await new Promise<void>((r) => server.close(() => r()));
-      untrack(ep); // closes the endpoint first, then the buffers' registrations
+      untrack(ep, `rdma out on ${where}`, handlers.problem); // closes the endpoint first, then the buffers' registrations
       return undelivered;
     },
   };
@@ -1123,7 +1133,7 @@ export function openFabricIn(cfg: FabricInConfig, handlers: FabricHandlers): Fab
       progress.stop();
       for (const s of senders.values()) s.channel.finish({ t: 'bye' });
       for (const sock of sockets) if (![...senders.values()].some((s) => s.channel.socket === sock)) sock.destroy();
-      untrack(ep); // closes the endpoint first, then the buffers' registrations
+      untrack(ep, `efa in from ${where}`, handlers.problem); // closes the endpoint first, then the buffers' registrations
       return 0;
     },
   };
