@@ -79,6 +79,7 @@ export class ProblemReporter {
     this.runtimeEvents.off('flows:started', this.onStarted);
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
-    this.held.clear();
+    // What was held back is still said once: a problem of the close itself comes last.
+    if (this.held.size > 0) this.flush();
   }
 }
