@@ -5,10 +5,10 @@
  * finds the Buffer dead, tens of MB at a time. With glibc's defaults that memory does not stay:
  * a freed block at the top of the heap past the trim threshold (twice the last block size that
  * went to mmap, ~2 MB once 1 MiB payloads have been freed) is handed back to the kernel, and
- * the next payloads fault it in again, zeroed page by page. A stage streaming 1 MiB messages
- * took ~80 page faults per MiB that way, against ~3 with the settings below (test/malloc-tuning),
- * and push → pull and rdma out → efa in at 1 MiB ran 10–40 % faster (BENCHMARKS.md, RDMA,
- * sixth session).
+ * the next payloads fault it in again, zeroed page by page. Streaming 1 MiB messages took 50–80
+ * page faults per MiB that way, against 3–4 with the settings below (test/malloc-tuning), and at
+ * 1 MiB push → pull ran ~15 % and rdma out → efa in over shm ~20 % faster (BENCHMARKS.md,
+ * Results, sixth session).
  *
  * So stage runtimes keep up to TRIM_THRESHOLD of free memory at the top of the heap, and serve
  * blocks below MMAP_THRESHOLD from the heap (setting either one fixes glibc's sliding mmap
