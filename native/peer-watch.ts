@@ -56,6 +56,27 @@ export interface BindRetryOptions {
 }
 
 /**
+ * Binds each of `endpoints` in turn (bindRetrying), the way every stream shows it: a failure
+ * becomes the stream's error text (`error`, for its status) and a reported problem; a bind that
+ * succeeds clears the text. Resolves true once all are bound, false when the stream closed first.
+ */
+export async function bindEach(
+  endpoints: readonly string[],
+  bind: (endpoint: string) => Promise<void>,
+  o: { closed(): boolean; error(text: string | undefined): void; problem(e: StreamError): void },
+): Promise<boolean> {
+  for (const ep of endpoints) {
+    const failed = (e: StreamError) => {
+      o.error(e.message);
+      o.problem(e);
+    };
+    if (!(await bindRetrying(ep, () => bind(ep), { closed: o.closed, failed }))) return false;
+    o.error(undefined);
+  }
+  return true;
+}
+
+/**
  * Binds `text`, retrying with a backoff (0.5 s, doubling up to 10 s) while it fails: a port held
  * by a stopping process is usually free a moment later. Resolves true once bound, false when the
  * stream closed first.

@@ -4,7 +4,7 @@ import { describeKey } from './describe-key';
 import { formatEndpoint, parseEndpoint } from './endpoint';
 import { errorText, StreamError } from './errors';
 import { RECEIVE_YIELD_BYTES } from './gc-pacer';
-import { bindRetrying, watchForNoPeer } from './peer-watch';
+import { bindEach, watchForNoPeer } from './peer-watch';
 import { decodeReceived } from './receiver';
 import { DEFAULT_BATCH_BYTES, Format, SendCallback, streamSender } from './sender';
 import { openReliableZmqStream } from './delivery/zmq-links';
@@ -250,18 +250,11 @@ export function openZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamHandlers)
   });
 
   async function bindAll(): Promise<void> {
-    for (const ep of bindEndpoints) {
-      const ok = await bindRetrying(ep, () => socket.bind(ep), {
-        closed: () => closed,
-        failed: (err) => {
-          lastError = err.message;
-          handlers.problem(err);
-          report();
-        },
-      });
-      if (!ok) return;
-      lastError = undefined;
-    }
+    const error = (text: string | undefined) => {
+      lastError = text;
+      report();
+    };
+    if (!(await bindEach(bindEndpoints, (ep) => socket.bind(ep), { closed: () => closed, error, problem: (e) => handlers.problem(e) }))) return;
     bound = true;
     report();
   }

@@ -2,7 +2,7 @@ import * as zmq from 'zeromq';
 import { formatEndpoint, parseEndpoint } from '../endpoint';
 import { errorText, StreamError } from '../errors';
 import { RECEIVE_YIELD_BYTES } from '../gc-pacer';
-import { bindRetrying, watchForNoPeer } from '../peer-watch';
+import { bindEach, watchForNoPeer } from '../peer-watch';
 import { DEFAULT_BATCH_BYTES, streamSender } from '../sender';
 import type { StreamStatus, ZmqStream, ZmqStreamConfig, ZmqStreamHandlers } from '../zmq';
 import { deliverFrameSet, DeliverContext, ReceiveCounts } from './deliver';
@@ -149,18 +149,11 @@ export function openReliableZmqStream(cfg: ZmqStreamConfig, handlers: ZmqStreamH
     report();
     if (router) {
       watchHandshakes(router);
-      for (const ep of bindEndpoints) {
-        const ok = await bindRetrying(ep, () => router.bind(ep), {
-          closed: () => closed,
-          failed: (err) => {
-            lastError = err.message;
-            handlers.problem(err);
-            report();
-          },
-        });
-        if (!ok) return;
-        lastError = undefined;
-      }
+      const error = (text: string | undefined) => {
+        lastError = text;
+        report();
+      };
+      if (!(await bindEach(bindEndpoints, (ep) => router.bind(ep), { closed: () => closed, error, problem: (e) => handlers.problem(e) }))) return;
       void receiveLoop(router, (frames) => [`r:${frames[0].toString('latin1')}`, frames[0], frames.slice(1)]);
     }
     for (const [key, { socket }] of dealers) {

@@ -2,7 +2,7 @@ import net from 'net';
 import { WireMessage } from '../codec';
 import { errorText, StreamError } from '../errors';
 import { RECEIVE_YIELD_BYTES } from '../gc-pacer';
-import { bindRetrying, watchForNoPeer } from '../peer-watch';
+import { bindEach, watchForNoPeer } from '../peer-watch';
 import { decodeReceived } from '../receiver';
 import { DETACH_BYTES, Format, SendCallback, Sender } from '../sender';
 import type { StreamStats, StreamStatus } from '../zmq';
@@ -646,28 +646,20 @@ export function openFabricOut(cfg: FabricOutConfig, handlers: FabricHandlers): F
 
   /** Listens on the side-channel port, retrying while it is taken (native/peer-watch.ts). */
   async function listen(): Promise<void> {
-    const bound = await bindRetrying(
-      where,
-      () =>
-        new Promise<void>((resolve, reject) => {
-          server.once('error', reject);
-          server.listen(cfg.port, cfg.host === '*' ? undefined : cfg.host, () => {
-            server.off('error', reject);
-            resolve();
-          });
-        }),
-      {
-        closed: () => closed,
-        failed: (e) => {
-          lastError = e.message;
-          handlers.problem(e);
-          report();
-        },
-      },
-    );
-    if (!bound) return;
+    const listenOnce = () =>
+      new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(cfg.port, cfg.host === '*' ? undefined : cfg.host, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+    const error = (text: string | undefined) => {
+      lastError = text;
+      report();
+    };
+    if (!(await bindEach([where], listenOnce, { closed: () => closed, error, problem: (e) => handlers.problem(e) }))) return;
     listening = true;
-    lastError = undefined;
     report();
   }
 
