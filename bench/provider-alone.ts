@@ -75,7 +75,8 @@ async function child(job: Job): Promise<void> {
     stop = true;
     ep.close();
     if (!worker) process.exit(0);
-    worker.once('message', () => process.exit(0));
+    // Completions may still be on their way: exit on the worker's own "stopped".
+    worker.on('message', (m: unknown) => m === 'stopped' && process.exit(0));
     worker.postMessage({ stop: true });
   });
   // Turns `step` in bursts, yielding to the event loop (IPC) between them.
@@ -159,7 +160,8 @@ function threadedSender(job: Job, address: string): Worker {
       worker.postMessage({ seq: next++, addr: koffiAddress(payload) });
     }
   };
-  worker.on('message', (done: number[]) => {
+  worker.on('message', (done: number[] | 'stopped') => {
+    if (done === 'stopped') return;
     for (const seq of done) {
       source.done(inFlight.get(seq)!);
       inFlight.delete(seq);
@@ -188,7 +190,7 @@ async function fabricWorker(): Promise<void> {
     if (!m.stop) return queue.push(m);
     stop = true;
     ep.close();
-    parentPort!.postMessage([]);
+    parentPort!.postMessage('stopped');
   });
   const burst = () => {
     if (stop) return;

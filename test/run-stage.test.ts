@@ -139,6 +139,18 @@ describe('spawn-red run: one stage per process, peers from the peer-discovery fi
     assert.match(r.stderr, /stage "consumer": SPAWN_GC must be main-thread or concurrent, not "fast"/);
   });
 
+  it('sets the stage\'s malloc at start-up: a bad SPAWN_MALLOC fails it, naming the stage (test/malloc-tuning.test.ts: what the settings do)', function () {
+    const flowFile = path.join(dir, 'flows.json');
+    fs.writeFileSync(flowFile, JSON.stringify(pipelineFlow(5556)));
+    const r = spawnSync(process.execPath, [CLI, 'run', '--flow', flowFile, '--stage', 'producer'], {
+      encoding: 'utf8',
+      timeout: 20_000,
+      env: { ...process.env, SPAWN_MALLOC: 'small' },
+    });
+    assert.equal(r.status, 1, r.stdout + r.stderr);
+    assert.match(r.stderr, /stage "producer": SPAWN_MALLOC must be streaming or default, not "small"/);
+  });
+
   it('fails fast when the stage uses a node type that is not installed', function () {
     const flowFile = path.join(dir, 'flows.json');
     const flow = pipelineFlow(5555);
